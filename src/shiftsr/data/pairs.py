@@ -1,0 +1,64 @@
+"""Training pairs for bicubic SR: random HR crops, dihedral augmentation, MATLAB-bicubic LR quantized to 8 bits."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .imresize import imresize
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def load_training_images(roots: list[str | Path], *, min_side: int) -> list[Tensor]:
+    """Every image under the roots (recursive) with both sides >= min_side, as uint8 3xHxW tensors."""
+    files = sorted(p for root in roots for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no training images under {', '.join(map(str, roots))}")
+    images = []
+    for path in files:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("RGB"))
+        if min(array.shape[:2]) >= min_side:
+            images.append(torch.from_numpy(array.copy()).permute(2, 0, 1))
+    if not images:
+        raise ValueError(f"no training image has both sides >= {min_side} px")
+    return images
+
+
+def degrade_bicubic(hr: Tensor, scale: int) -> tuple[Tensor, Tensor]:
+    """LR = imresize(HR, 1/scale) rounded to 8 bits (the benchmark convention) and xh = imresize(LR, scale)."""
+    lr = (imresize(hr, scale=1 / scale) * 255).round().clamp(0, 255) / 255
+    return lr, imresize(lr, scale=scale).clamp(0, 1)
+
+
+class BicubicPairs:
+    """An endless stream of (hr, xh) batches in [0, 1]: area-weighted random crops with the 8 dihedral flips."""
+
+    def __init__(self, images: list[Tensor], *, patch: int, scale: int, batch: int, seed: int = 0):
+        if patch % scale:
+            raise ValueError(f"patch {patch} must be a multiple of the scale {scale}")
+        self.images, self.patch, self.scale, self.batch = images, patch, scale, batch
+        areas = torch.tensor([im.shape[1] * im.shape[2] for im in images], dtype=torch.float64)
+        self.weights = areas / areas.sum()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def crop(self) -> Tensor:
+        """One random dihedral HR crop as float in [0, 1]."""
+        g, p = self.generator, self.patch
+        image = self.images[int(torch.multinomial(self.weights, 1, generator=g))]
+        top = int(torch.randint(image.shape[1] - p + 1, (1,), generator=g))
+        left = int(torch.randint(image.shape[2] - p + 1, (1,), generator=g))
+        crop = image[:, top:top + p, left:left + p].float() / 255
+        if torch.rand(1, generator=g) < 0.5:
+            crop = crop.flip(-1)
+        return torch.rot90(crop, int(torch.randint(4, (1,), generator=g)), dims=(1, 2))
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        while True:
+            hr = torch.stack([self.crop() for _ in range(self.batch)])
+            yield hr, degrade_bicubic(hr, self.scale)[1]

@@ -1,0 +1,328 @@
+"""Image files in and out: Pillow for decoding and encoding, plus a small PNG codec for 16-bit colour."""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+_WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+_ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
+_SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# Pillow mode -> the 8-bit mode it is converted to before reading its pixels.
+_EIGHT_BIT_TARGET = {
+    "1": "L", "L": "L", "LA": "LA", "La": "LA", "P": "RGB", "PA": "RGBA",
+    "RGB": "RGB", "RGBA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB",
+}
+_BT601_LUMA = (0.299, 0.587, 0.114)
+
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientation value -> the transform of a CxHxW tensor that displays it upright (as ImageOps.exif_transpose).
+_ORIENT: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
+    2: lambda t: t.flip(-1),
+    3: lambda t: t.flip(-2, -1),
+    4: lambda t: t.flip(-2),
+    5: lambda t: t.transpose(-2, -1),
+    6: lambda t: t.rot90(-1, dims=(-2, -1)),
+    7: lambda t: t.transpose(-2, -1).flip(-2, -1),
+    8: lambda t: t.rot90(1, dims=(-2, -1)),
+}
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
+_PNG_COLOUR_TYPE = {channels: colour for colour, channels in _PNG_CHANNELS.items()}
+# Adam7 passes as (first column, first row, column step, row step), PNG spec section 8.2.
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+class ImageReadError(ValueError):
+    """An input file could not be read as an image; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """Decoded pixels of one file, upright, with what is needed to write a result in the same form."""
+
+    rgb: torch.Tensor  # float32, 3xHxW, in [0, 1]; grayscale is repeated into all three channels
+    alpha: torch.Tensor | None  # float32, 1xHxW, in [0, 1]
+    bit_depth: int  # 8 or 16
+    mode: str  # the Pillow mode of the file before conversion: "RGB", "L", "RGBA", "LA", "P", "I;16", ...
+    is_gray: bool
+
+
+def read_image(path: str | os.PathLike) -> LoadedImage:
+    """Read an image file, applying its EXIF orientation; 16-bit grayscale and 16-bit PNG keep 16-bit precision.
+
+    16-bit colour is kept for PNG only (other formats holding it are read at 8 bits by Pillow), and the
+    single-colour tRNS transparency of a 16-bit PNG is ignored.
+    """
+    path = Path(path)
+    _check_is_file(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            if image.format == "PNG" and _png_bit_depth(path) == 16:
+                pixels, depth = _decode_png16(path).astype(np.float32) / 65535, 16
+            else:
+                pixels, depth = _pillow_pixels(image, path)
+            mode = image.mode
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image (cannot identify image file)") from None
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{path}: image too large ({error})") from None
+    except PermissionError:
+        raise ImageReadError(f"{path}: permission denied") from None
+    except (OSError, SyntaxError) as error:
+        raise ImageReadError(f"{path}: truncated file or corrupt image data ({error})") from None
+    return _assemble(pixels, depth, mode, orientation)
+
+
+def write_image(
+    path: str | os.PathLike,
+    rgb: torch.Tensor,
+    *,
+    alpha: torch.Tensor | None = None,
+    bit_depth: int = 8,
+    gray: bool = False,
+    overwrite: bool = False,
+) -> None:
+    """Atomically write a 3xHxW [0, 1] image as PNG/JPEG/WEBP/TIFF by extension; bit_depth=16 applies to PNG only, other formats are written at 8 bits.
+
+    Values are rounded to the nearest level (x * maxval).round() and clamped. gray=True writes one channel, the
+    ITU-R BT.601 luma of rgb; alpha (1xHxW) is attached as a transparency channel (not allowed for JPEG).
+    JPEG is written at quality 95, WEBP losslessly. The file appears complete or not at all.
+    """
+    path = Path(path)
+    fmt = _WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: cannot write extension {path.suffix!r}; allowed: {', '.join(_WRITE_FORMATS)}")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"{path}: bit_depth must be 8 or 16, got {bit_depth!r}")
+    if alpha is not None and fmt not in _ALPHA_FORMATS:
+        raise ValueError(f"{path}: {fmt} cannot store alpha; use one of .png, .webp, .tif, .tiff")
+    channels = _channels_to_write(path, rgb, alpha, gray)
+    depth = bit_depth if fmt == "PNG" else 8
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
+    _atomic_write(path, lambda stream: _encode(stream, channels, depth, fmt))
+
+
+def expand_inputs(patterns: list[str]) -> list[Path]:
+    """Expand files, folders (non-recursive, image extensions, sorted) and glob patterns into paths, in order, without duplicates.
+
+    A folder contributes its image files except hidden ones; a glob contributes its matching image files.
+    A missing file, or a glob or folder that yields no image, is returned as given so that the caller
+    reports it (reading it raises ImageReadError) instead of it disappearing silently.
+    """
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            matches = [p for p in path.iterdir() if not p.name.startswith(".")]
+        elif path.exists():
+            found.append(path)
+            continue
+        else:
+            matches = [Path(match) for match in glob.glob(pattern)]
+        images = sorted(p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        found.extend(images or [path])
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def _check_is_file(path: Path) -> None:
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a directory, not an image file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: zero-size file (0 bytes)")
+
+
+def _pillow_pixels(image: Image.Image, path: Path) -> tuple[np.ndarray, int]:
+    """HxWxC float32 pixels in [0, 1] and the bit depth of a loaded Pillow image."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise ImageReadError(f"{path}: 32-bit integer pixels outside 0..65535 are not supported")
+        return (values.astype(np.float32) / 65535)[..., None], 16
+    target = _EIGHT_BIT_TARGET.get(image.mode)
+    if target is None:
+        supported = ", ".join([*_EIGHT_BIT_TARGET, *_SIXTEEN_BIT_MODES])
+        raise ImageReadError(f"{path}: unsupported pixel mode {image.mode!r}; supported: {supported}")
+    if image.mode in ("L", "RGB", "P") and "transparency" in image.info:
+        target = "LA" if target == "L" else "RGBA"
+    values = np.asarray(image.convert(target), dtype=np.float32) / 255
+    return values.reshape(values.shape[0], values.shape[1], -1), 8
+
+
+def _assemble(pixels: np.ndarray, depth: int, mode: str, orientation: int) -> LoadedImage:
+    planes = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)
+    planes = _ORIENT.get(orientation, lambda t: t)(planes)
+    has_alpha = planes.shape[0] in (2, 4)
+    color = planes[: planes.shape[0] - has_alpha]
+    alpha = planes[-1:].contiguous() if has_alpha else None
+    is_gray = color.shape[0] == 1
+    rgb = color.expand(3, -1, -1) if is_gray else color
+    return LoadedImage(rgb=rgb.contiguous(), alpha=alpha, bit_depth=depth, mode=mode, is_gray=is_gray)
+
+
+def _channels_to_write(path: Path, rgb: torch.Tensor, alpha: torch.Tensor | None, gray: bool) -> torch.Tensor:
+    """Validated CxHxW float64 planes to encode: colour (3, or 1 when gray) then optional alpha."""
+    if rgb.ndim != 3 or rgb.shape[0] != 3 or not rgb.is_floating_point():
+        raise ValueError(f"{path}: rgb must be a float tensor of shape 3xHxW, got {rgb.dtype} {tuple(rgb.shape)}")
+    planes = rgb.detach().to("cpu", torch.float64)
+    if gray:
+        planes = torch.einsum("c,chw->hw", torch.tensor(_BT601_LUMA, dtype=torch.float64), planes)[None]
+    if alpha is not None:
+        if alpha.shape != (1, *rgb.shape[1:]) or not alpha.is_floating_point():
+            raise ValueError(
+                f"{path}: alpha must be a float tensor of shape 1x{rgb.shape[1]}x{rgb.shape[2]}, "
+                f"got {alpha.dtype} {tuple(alpha.shape)}"
+            )
+        planes = torch.cat([planes, alpha.detach().to("cpu", torch.float64)])
+    if not torch.isfinite(planes).all():
+        raise ValueError(f"{path}: pixel values contain NaN or infinity")
+    return planes
+
+
+def _encode(stream: BinaryIO, planes: torch.Tensor, depth: int, fmt: str) -> None:
+    maxval = 2**depth - 1
+    levels = (planes * maxval).round().clamp(0, maxval).permute(1, 2, 0).to(torch.int32).numpy()
+    if depth == 16:
+        stream.write(_encode_png16(levels.astype(np.uint16)))
+        return
+    levels = levels.astype(np.uint8)
+    image = Image.fromarray(levels[..., 0] if levels.shape[2] == 1 else levels)
+    image.save(stream, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+
+
+def _atomic_write(path: Path, encode: Callable[[BinaryIO], None]) -> None:
+    """Encode into a hidden temporary file beside path, fsync it, then rename it over path."""
+    directory = path.parent
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{path}: output directory {directory} does not exist")
+    temporary = directory / f".{path.name}.tmp-{secrets.token_hex(4)}"
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except PermissionError as error:
+        raise PermissionError(f"{path}: cannot write in directory {directory} ({error.strerror})") from None
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            encode(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _png_bit_depth(path: Path) -> int:
+    """Bit depth from the IHDR chunk, which the PNG spec requires to come first."""
+    with open(path, "rb") as stream:
+        header = stream.read(26)
+    return header[24]
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, body) of each chunk after the signature (PNG spec section 5.3)."""
+    chunks, position = [], len(_PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        chunks.append((kind, data[position + 8 : position + 8 + length]))
+        position += 12 + length
+    return chunks
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _decode_png16(path: Path) -> np.ndarray:
+    """HxWxC uint16 samples of a 16-bit PNG, interlaced or not (PNG spec sections 7-9)."""
+    chunks = _png_chunks(path.read_bytes())
+    width, height, _, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    channels = _PNG_CHANNELS[colour]
+    pixels = np.empty((height, width, channels), np.uint16)
+    try:
+        raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+        offset = 0
+        for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
+            columns, rows = len(range(x0, width, dx)), len(range(y0, height, dy))
+            if columns == 0 or rows == 0:
+                continue  # an empty Adam7 pass has no scanlines at all
+            size = rows * (1 + 2 * channels * columns)
+            scanlines = np.frombuffer(raw, np.uint8, size, offset).reshape(rows, -1)
+            samples = _unfilter(scanlines, 2 * channels).view(">u2")
+            pixels[y0::dy, x0::dx] = samples.reshape(rows, columns, channels)
+            offset += size
+    except (zlib.error, ValueError) as error:
+        raise ImageReadError(f"{path}: truncated file or corrupt 16-bit PNG data ({error})") from None
+    return pixels
+
+
+def _unfilter(scanlines: np.ndarray, pixel_bytes: int) -> np.ndarray:
+    """Undo the per-scanline filters None, Sub, Up, Average and Paeth (PNG spec section 9.2)."""
+    out = np.empty((scanlines.shape[0], scanlines.shape[1] - 1), np.uint8)
+    above = np.zeros(out.shape[1], np.uint8)
+    for y, (kind, line) in enumerate(zip(scanlines[:, 0], scanlines[:, 1:])):
+        if kind == 0:
+            out[y] = line
+        elif kind == 1:
+            out[y] = line.reshape(-1, pixel_bytes).cumsum(0, dtype=np.uint8).ravel()
+        elif kind == 2:
+            out[y] = line + above
+        elif kind in (3, 4):
+            out[y] = _unfilter_with_left(line, above, pixel_bytes, paeth=kind == 4)
+        else:
+            raise ValueError(f"invalid PNG filter type {kind} in scanline {y}")
+        above = out[y]
+    return out
+
+
+def _unfilter_with_left(line: np.ndarray, above: np.ndarray, pixel_bytes: int, *, paeth: bool) -> np.ndarray:
+    """Average or Paeth filter, which depend on the already reconstructed byte to the left."""
+    current, up = bytearray(line.tobytes()), above.tobytes()
+    for i in range(len(current)):
+        left = current[i - pixel_bytes] if i >= pixel_bytes else 0
+        if paeth:
+            upper_left = up[i - pixel_bytes] if i >= pixel_bytes else 0
+            estimate = left + up[i] - upper_left
+            distances = (abs(estimate - left), abs(estimate - up[i]), abs(estimate - upper_left))
+            predictor = (left, up[i], upper_left)[distances.index(min(distances))]
+        else:
+            predictor = (left + up[i]) // 2
+        current[i] = (current[i] + predictor) & 0xFF
+    return np.frombuffer(bytes(current), np.uint8)
+
+
+def _encode_png16(samples: np.ndarray) -> bytes:
+    """A non-interlaced 16-bit PNG of HxWxC uint16 samples (C = 1, 2, 3, 4), every scanline filtered with Up."""
+    height, width, channels = samples.shape
+    rows = np.ascontiguousarray(samples, dtype=">u2").view(np.uint8).reshape(height, -1)
+    above = np.vstack([np.zeros((1, rows.shape[1]), np.uint8), rows[:-1]])
+    scanlines = np.hstack([np.full((height, 1), 2, np.uint8), rows - above])
+    header = struct.pack(">IIBBBBB", width, height, 16, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
+    return (
+        _PNG_SIGNATURE
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6))
+        + _png_chunk(b"IEND", b"")
+    )

@@ -1,0 +1,46 @@
+"""Method names users pick, and how each runs on a model's process."""
+from __future__ import annotations
+
+from .processes import DomainShiftProcess, ResShiftProcess, VPProcess
+from .samplers import dossr_start, dossr_timesteps, sample_dossr
+from .samplers.noise_injection import inject_noise, recoverable_time
+from .samplers.resshift import resshift_start, sample_resshift
+from .samplers.vp import sample_ddim, sample_dpmpp_2m, vp_timesteps
+
+METHODS = {
+    DomainShiftProcess: ("dossr", "dossr-ode", "dpmpp-2m"),
+    ResShiftProcess: ("resshift", "resshift-ode"),
+    VPProcess: ("noise-injection",),
+}
+
+
+def methods_for(process) -> tuple[str, ...]:
+    """The method names a model with this process can run."""
+    return METHODS[type(process)]
+
+
+def run_method(method: str, denoiser, xh, *, process, steps: int, order: int, scale: float, generator,
+               start=None, callback=None):
+    """Sample x0 in model space from the LR brought to HR (xh) with the named method; start overrides the noise."""
+    allowed = methods_for(process)
+    if method not in allowed:
+        raise ValueError(f"method {method!r} does not apply to this model; allowed: {', '.join(allowed)}")
+    common = dict(generator=generator, callback=callback)
+    if isinstance(process, DomainShiftProcess):
+        ts = dossr_timesteps(process, steps)
+        x = dossr_start(process, xh, ts[0], generator) if start is None else start
+        if method == "dpmpp-2m":
+            return sample_dpmpp_2m(denoiser, x, ts, process=process, y=xh, cond=xh, **common)
+        return sample_dossr(denoiser, x, ts, process=process, xh=xh, cond=xh, order=1 if method == "dossr-ode" else order,
+                            deterministic=method == "dossr-ode", **common)
+    if isinstance(process, ResShiftProcess):
+        ts = [float(t) for t in range(int(process.t_max), -1, -1)]
+        x = resshift_start(process, xh, generator) if start is None else start
+        if method == "resshift":
+            return sample_resshift(denoiser, x, ts, process=process, y=xh, cond=xh, **common)
+        return sample_ddim(denoiser, x, ts, process=process, y=xh, cond=xh, eta=0.0, **common)
+    t_start = recoverable_time(process, scale=scale)
+    ts = vp_timesteps(process, steps, t_start=t_start)
+    x = inject_noise(process, xh, ts[0], generator) if start is None else start
+    return sample_ddim(denoiser, x, ts, process=process, cond=None, eta=0.0, **common)
+

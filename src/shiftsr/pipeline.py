@@ -1,0 +1,136 @@
+"""The user-facing pipeline: images in, upscaled images out (diffusers style: pipe = load(...); pipe(image))."""
+from __future__ import annotations
+
+import contextlib
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .bundle import BundleSettings, load_bundle, rebuild_process
+from .data.imresize import imresize
+from .denoisers.codecs import IdentityCodec, SpaceToDepthCodec
+from .denoisers.prediction import PredictionDenoiser
+from .denoisers.tiling import TiledDenoiser, auto_tile_size
+from .methods import methods_for, run_method
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+AUTO_TILE_BUDGET = 96 * 512 * 512  # network-input elements per call under tile 0 (auto): about 100 MB in fp32
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped inside the package."""
+    root = resources.files("shiftsr") / "weights"
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "shiftsr.json").is_file())
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A bundled model's name or a folder path, to the folder."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if str(name_or_path) in bundled_models():
+        return Path(str(resources.files("shiftsr") / "weights" / str(name_or_path)))
+    raise FileNotFoundError(f"{name_or_path}: no such model folder; bundled models: {', '.join(bundled_models())}")
+
+
+def build_codec(spec: dict):
+    """The codec named in a bundle's settings."""
+    if spec["kind"] == "space_to_depth":
+        return SpaceToDepthCodec(factor=spec["factor"])
+    if spec["kind"] == "identity":
+        return IdentityCodec()
+    raise ValueError(f"unknown codec {spec['kind']!r}; allowed: space_to_depth, identity")
+
+
+def to_batch(image) -> Tensor:
+    """A PIL image, HxWx3 uint8 array or 3xHxW / Bx3xHxW float tensor in [0, 1], as a Bx3xHxW float tensor."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)
+    if not torch.is_tensor(image) or image.dim() not in (3, 4) or image.shape[-3] != 3:
+        raise ValueError("image must be a PIL image, an HxWx3 uint8 array or a (B)x3xHxW tensor in [0, 1]")
+    return (image[None] if image.dim() == 3 else image).float()
+
+
+class ShiftSRPipeline:
+    """Upscale with a shiftsr model: bicubic xh, encode, sample x0 with the chosen method, decode, resize."""
+
+    def __init__(self, net: torch.nn.Module, settings: BundleSettings, *, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        self.settings = settings
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.net = net.to(self.device).eval()
+        self.process = rebuild_process(settings)
+        self.codec = build_codec(settings.codec)
+        self.denoiser = PredictionDenoiser(self._network, process=self.process,
+                                           prediction_type=settings.prediction_type)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "default", *, device: str | None = None,
+                        dtype: torch.dtype = torch.float32) -> ShiftSRPipeline:
+        """Load a bundled model by name or a model folder by path."""
+        net, settings = load_bundle(resolve_model(name_or_path))
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(net, settings, device=device, dtype=dtype)
+
+    @property
+    def scale(self) -> int:
+        """The model's native upscaling factor."""
+        return self.settings.scale
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The sampling methods this model can run."""
+        return methods_for(self.process)
+
+    def _network(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """The network under the pipeline's dtype; its output back in float32 for the sampler."""
+        autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
+                    else contextlib.nullcontext())
+        with autocast:
+            return self.net(x, t, cond).float()
+
+    @torch.no_grad()
+    def __call__(self, image, *, scale: float | None = None, method: str | None = None, steps: int | None = None,
+                 order: int | None = None, seed: int = 0, generator=None, tile: int = 0, tile_overlap: int = 8,
+                 start: Tensor | None = None, progress: bool = False) -> Tensor:
+        """Upscale one image or a batch of same-size images; returns Bx3x(sH)x(sW) in [0, 1] on the CPU."""
+        defaults = self.settings.sampler
+        method, steps, order = method or defaults.method, steps or defaults.steps, order or defaults.order
+        lr = to_batch(image).to(self.device)
+        batch = lr.shape[0]
+        generator = generator or [torch.Generator().manual_seed(seed) for _ in range(batch)]
+        xh = self.codec.encode(imresize(lr, scale=self.scale).clamp(0, 1) * 2 - 1)
+        denoiser = self._tiled(xh, tile, tile_overlap)
+        bar = tqdm(total=steps, disable=not progress, leave=False, desc="sampling")
+        x0 = run_method(method, denoiser, xh, process=self.process, steps=steps, order=order,
+                        scale=scale or self.scale, generator=generator, start=start,
+                        callback=lambda info: bar.update(1))
+        bar.close()
+        out = ((self.codec.decode(x0) + 1) / 2).clamp(0, 1).float().cpu()
+        if scale is not None and scale != self.scale:
+            size = (round(lr.shape[-2] * scale), round(lr.shape[-1] * scale))
+            out = imresize(out, size=size).clamp(0, 1)
+        return out
+
+    def _tiled(self, xh: Tensor, tile: int, overlap: int):
+        """The denoiser, tiled when the image is larger than the tile (tile in model-space pixels; 0 = auto)."""
+        batch, channels, height, width = xh.shape
+        size = tile if tile > 0 else auto_tile_size(height=height, width=width, channels=2 * channels,
+                                                      batch=batch, budget=AUTO_TILE_BUDGET)
+        if size >= max(xh.shape[-2:]):
+            return self.denoiser
+        return TiledDenoiser(self.denoiser, tile=size, overlap=overlap)
+
+
+def load(name_or_path: str | Path = "default", *, device: str | None = None,
+         dtype: torch.dtype = torch.float32) -> ShiftSRPipeline:
+    """Load a model for upscaling: shiftsr.load() gives the bundled default model."""
+    return ShiftSRPipeline.from_pretrained(name_or_path, device=device, dtype=dtype)

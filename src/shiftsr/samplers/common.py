@@ -1,0 +1,70 @@
+"""Pieces every sampler shares: per-image noise, time tensors and the generic first-order step."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+Denoiser = Callable[[Tensor, Tensor, Any], Tensor]
+Generators = torch.Generator | Sequence[torch.Generator] | None
+Callback = Callable[[dict], None] | None
+
+
+def randn_like(x: Tensor, generator: Generators) -> Tensor:
+    """Standard normal noise drawn on the CPU, one generator per image, so results ignore batch and device."""
+    if generator is None or isinstance(generator, torch.Generator):
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
+    else:
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+        noise = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=torch.float32) for g in generator])
+    return noise.to(device=x.device, dtype=x.dtype)
+
+
+def batch_time(t: float, x: Tensor) -> Tensor:
+    """The process time t as a float32 tensor of shape (B,) on x's device, as denoisers receive it."""
+    return torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
+
+
+def coefficients(process, t: float) -> tuple[float, float, float]:
+    """(a, b, s) of a process at one time, as Python floats."""
+    return tuple(float(c) for c in process.coefficients(t))
+
+
+def check_times(ts: Sequence[float]) -> list[float]:
+    """Validate a descending time grid with at least one step."""
+    ts = [float(t) for t in ts]
+    if len(ts) < 2 or any(t_next >= t for t, t_next in zip(ts, ts[1:])):
+        raise ValueError(f"timesteps must be strictly decreasing with at least 2 entries, got {ts}")
+    return ts
+
+
+def step_ratio(cs: tuple[float, float, float], ct: tuple[float, float, float]) -> float:
+    """r = l_t / l_s with l = s / a, written as s_t a_s / (a_t s_s) so l = inf (a_s = 0) never forms."""
+    (a_s, _, s_s), (a_t, _, s_t) = cs, ct
+    if a_t <= 0:
+        raise ValueError("a step must end where a(t) > 0 (the signal of x0 is not fully shifted away)")
+    if s_s <= 0:
+        raise ValueError("a step cannot start from the clean state s(t) = 0")
+    return s_t * a_s / (a_t * s_s)
+
+
+def ddim_step(x: Tensor, x0: Tensor, y: Tensor | None, cs, ct, *, eta: float, noise: Tensor | None) -> Tensor:
+    """DDIM (Song et al. 2021, Eq. 12) on any (a, b, s) path; eta = 1 is DoSSR Solver-1 (Eq. 42), eta = 0 its ODE."""
+    (a_s, b_s, s_s), (a_t, b_t, s_t) = cs, ct
+    r = step_ratio(cs, ct)
+    shift_s = 0.0 if y is None else b_s * y
+    shift_t = 0.0 if y is None else b_t * y
+    eps = (x - a_s * x0 - shift_s) / s_s
+    spread = eta * math.sqrt(max(1.0 - r * r, 0.0))
+    out = a_t * x0 + shift_t + s_t * math.sqrt(1.0 - spread * spread) * eps
+    return out if spread == 0.0 else out + s_t * spread * noise
+
+
+def report(callback: Callback, i: int, t: float, x: Tensor, denoised: Tensor) -> None:
+    """Call the per-step callback, k-diffusion style."""
+    if callback is not None:
+        callback({"i": i, "t": t, "x": x, "denoised": denoised})

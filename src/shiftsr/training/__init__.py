@@ -1,0 +1,1 @@
+"""Training: DoSSR domain-shift training of small SR models (accelerate, EMA, resumable)."""

@@ -150,7 +150,7 @@ def test_unet_adapter_learned_embedding_rounds_index():
     unet = _tiny_unet(in_channels=6, time_embedding_type="learned", num_train_timesteps=T)
     denoiser = UNet2DDenoiser(unet, process=ShiftProcess(), prediction_type="sample")
     x_t, y = torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
-    assert torch.equal(denoiser(x_t, torch.tensor([10.4]), y), unet(torch.cat([x_t, y], 1), torch.tensor([9])).sample)
+    assert torch.equal(denoiser(x_t, torch.tensor([10.6]), y), unet(torch.cat([x_t, y], 1), torch.tensor([10])).sample)
     with pytest.raises(ValueError, match="\\[0, 999\\]"):
         denoiser(x_t, torch.tensor([T + 1.0]), y)
 
@@ -162,7 +162,9 @@ def test_unet_adapter_channel_errors():
     with pytest.raises(ValueError, match="in_channels > out_channels"):
         UNet2DDenoiser(_tiny_unet(in_channels=3), process=VPProcess())
     with pytest.raises(ValueError, match="in_channels=6 but x_t has 3 channels and the concatenated cond 1"):
-        UNet2DDenoiser(unet, process=VPProcess())(torch.randn(1, 3, 16, 16), torch.tensor([5.0]), torch.randn(1, 1, 16, 16))
+        UNet2DDenoiser(unet, process=VPProcess())(
+            torch.randn(1, 3, 16, 16), torch.tensor([5.0]), torch.randn(1, 1, 16, 16)
+        )
     with pytest.raises(ValueError, match="time_embedding_type must be one of"):
         UNet2DDenoiser(_tiny_unet(in_channels=6, time_embedding_type="fourier"), process=VPProcess())
 

@@ -52,8 +52,9 @@ class AutoencoderKLCodec(torch.nn.Module):
     """Latent space of a diffusers AutoencoderKL (Rombach et al. 2022, z = (mode - shift) * scaling_factor)."""
 
     def __init__(self, vae, *, scaling_factor: float | None = None):
-        """Use ``vae.config.scaling_factor`` unless ``scaling_factor`` is given, and ``vae.config.shift_factor`` (None = 0).
+        """Use ``vae.config.scaling_factor`` unless ``scaling_factor`` is given.
 
+        ``vae.config.shift_factor`` (SD3-style VAEs; None means 0) is subtracted before scaling.
         ``encode`` takes the posterior mode (its mean), so encoding is deterministic.
         """
         super().__init__()

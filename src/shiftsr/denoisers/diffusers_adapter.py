@@ -83,5 +83,7 @@ class UNet2DDenoiser(PredictionDenoiser):
                 f" and the concatenated cond {cond_channels} (concat_cond={self.concat_cond})"
             )
         if not self.concat_cond and cond is not None and self.net.class_embedding is None:
-            raise ValueError("concat_cond=False passes cond as class_labels, but this UNet has no class embedding; pass cond=None")
+            raise ValueError(
+                "concat_cond=False passes cond as class_labels, but this UNet has no class embedding; pass cond=None"
+            )
         return super().forward(x_t, t, cond)

@@ -33,7 +33,7 @@ def _require_tensor(cond: object, why: str) -> Tensor:
 
 
 class PredictionDenoiser(torch.nn.Module):
-    """x0 denoiser from a network's epsilon / x0 / v (Salimans & Ho 2022) / residual prediction, x_t = a x0 + b y + s eps."""
+    """x0 from an epsilon / x0 / v (Salimans & Ho 2022) / residual prediction of x_t = a x0 + b y + s eps."""
 
     def __init__(
         self,
@@ -88,7 +88,7 @@ class PredictionDenoiser(torch.nn.Module):
             return _require_tensor(cond, "prediction_type='residual'") + out
         if self.prediction_type == "epsilon":
             if bool((a <= 0).any()):
-                raise ValueError("epsilon prediction needs a(t) > 0 to recover x0; the process gives a(t) <= 0 at this t")
+                raise ValueError("epsilon prediction needs a(t) > 0 to recover x0; the process has a(t) <= 0 here")
             if bool((b != 0).any()):
                 x_t = x_t - b * _require_tensor(cond, "epsilon prediction with b(t) != 0")
             return (x_t - s * out) / a

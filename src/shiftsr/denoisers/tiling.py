@@ -1,7 +1,8 @@
 """Tiled denoising: run a denoiser on overlapping tiles and blend the x0 predictions into one image.
 
 Blending x0 with normalised window weights every call is the x0 form of Mixture of Diffusers
-(Jimenez 2023) / MultiDiffusion (Bar-Tal et al. 2023) with non-uniform weights.
+(Jimenez 2023) / MultiDiffusion (Bar-Tal et al. 2023); the window here is a raised cosine over the
+overlap rather than Jimenez's Gaussian.
 """
 
 import math
@@ -54,7 +55,7 @@ def _window(start: int, size: int, length: int, overlap: int) -> Tensor:
 
 
 class TiledDenoiser(torch.nn.Module):
-    """Denoiser that blends a base denoiser's x0 over overlapping tiles with raised-cosine windows (Jimenez 2023)."""
+    """Blend a base denoiser's x0 over overlapping tiles, weighted as in Mixture of Diffusers (Jimenez 2023)."""
 
     def __init__(self, base: Callable, *, tile: int, overlap: int, tile_batch: int = 1):
         """Tile ``base`` with ``tile`` x ``tile`` tiles (model-space pixels) overlapping by at least ``overlap``.
@@ -103,7 +104,8 @@ class TiledDenoiser(torch.nn.Module):
                 _split_cond(cond, crops, batch, (height, width)),
             )
             if out is None:
-                out = x_t.new_zeros((batch, x0.shape[1], height, width), dtype=torch.promote_types(x0.dtype, torch.float32))
+                accumulate = torch.promote_types(x0.dtype, torch.float32)
+                out = x_t.new_zeros((batch, x0.shape[1], height, width), dtype=accumulate)
             for (y, x), (ys, xs), piece in zip(chunk, crops, x0.split(batch)):
                 w = torch.outer(rows[y], cols[x])
                 weight_sum[ys, xs] += w
@@ -130,6 +132,7 @@ def _split_leaf(value, crops: list[tuple[slice, slice]], batch: int, size: tuple
         return torch.cat([value[..., ys, xs] for ys, xs in crops])
     if value.ndim == 4:
         raise ValueError(
-            f"cond image of size {value.shape[-2]}x{value.shape[-1]} cannot be tiled with x_t of size {size[0]}x{size[1]}"
+            f"cond image of size {value.shape[-2]}x{value.shape[-1]} cannot be tiled with x_t of size "
+            f"{size[0]}x{size[1]}"
         )
     return value.repeat(len(crops), *([1] * (value.ndim - 1)))

@@ -64,11 +64,9 @@ class LoadedImage:
 
 
 def read_image(path: str | os.PathLike) -> LoadedImage:
-    """Read an image file, applying its EXIF orientation; 16-bit grayscale and 16-bit PNG keep 16-bit precision.
-
-    16-bit colour is kept for PNG only (other formats holding it are read at 8 bits by Pillow), and the
-    single-colour tRNS transparency of a 16-bit PNG is ignored.
-    """
+    """Decode an image file upright (EXIF orientation applied); 16-bit PNG and 16-bit grayscale keep 16 bits."""
+    # 16-bit colour is kept for PNG only: Pillow reads it from other formats at 8 bits. The single-colour
+    # tRNS transparency of a 16-bit PNG is ignored.
     path = Path(path)
     _check_is_file(path)
     try:
@@ -100,12 +98,10 @@ def write_image(
     gray: bool = False,
     overwrite: bool = False,
 ) -> None:
-    """Atomically write a 3xHxW [0, 1] image as PNG/JPEG/WEBP/TIFF by extension; bit_depth=16 applies to PNG only, other formats are written at 8 bits.
-
-    Values are rounded to the nearest level (x * maxval).round() and clamped. gray=True writes one channel, the
-    ITU-R BT.601 luma of rgb; alpha (1xHxW) is attached as a transparency channel (not allowed for JPEG).
-    JPEG is written at quality 95, WEBP losslessly. The file appears complete or not at all.
-    """
+    """Atomically write a 3xHxW [0, 1] image as PNG/JPEG/WEBP/TIFF by extension; 16 bits for PNG, 8 for the rest."""
+    # Values are rounded to the nearest level, (x * maxval).round(), and clamped. gray=True writes one channel,
+    # the ITU-R BT.601 luma of rgb; alpha (1xHxW) becomes a transparency channel (refused for JPEG). JPEG is
+    # written at quality 95, WEBP losslessly. The file appears complete or not at all.
     path = Path(path)
     fmt = _WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -122,12 +118,9 @@ def write_image(
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
-    """Expand files, folders (non-recursive, image extensions, sorted) and glob patterns into paths, in order, without duplicates.
-
-    A folder contributes its image files except hidden ones; a glob contributes its matching image files.
-    A missing file, or a glob or folder that yields no image, is returned as given so that the caller
-    reports it (reading it raises ImageReadError) instead of it disappearing silently.
-    """
+    """Files, folders (their image files, non-recursive, sorted) and glob patterns as paths, in order, deduplicated."""
+    # Folders skip hidden files; globs keep only image files. A missing file, or a folder or glob that yields
+    # no image, is returned as given, so that reading it reports the problem instead of it vanishing silently.
     found: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
@@ -186,7 +179,9 @@ def _assemble(pixels: np.ndarray, depth: int, mode: str, orientation: int) -> Lo
 def _channels_to_write(path: Path, rgb: torch.Tensor, alpha: torch.Tensor | None, gray: bool) -> torch.Tensor:
     """Validated CxHxW float64 planes to encode: colour (3, or 1 when gray) then optional alpha."""
     if rgb.ndim != 3 or rgb.shape[0] != 3 or not rgb.is_floating_point():
-        raise ValueError(f"{path}: rgb must be a float tensor of shape 3xHxW, got {rgb.dtype} {tuple(rgb.shape)}")
+        raise ValueError(
+            f"{path}: rgb must be a float tensor of shape 3xHxW, got {rgb.dtype} {tuple(rgb.shape)}"
+        )
     planes = rgb.detach().to("cpu", torch.float64)
     if gray:
         planes = torch.einsum("c,chw->hw", torch.tensor(_BT601_LUMA, dtype=torch.float64), planes)[None]

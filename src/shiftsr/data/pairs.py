@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .imresize import imresize
+from .imresize import bicubic_degrade, imresize
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -32,7 +32,7 @@ def load_training_images(roots: list[str | Path], *, min_side: int) -> list[Tens
 
 def degrade_bicubic(hr: Tensor, scale: int) -> tuple[Tensor, Tensor]:
     """LR = imresize(HR, 1/scale) rounded to 8 bits (the benchmark convention) and xh = imresize(LR, scale)."""
-    lr = (imresize(hr, scale=1 / scale) * 255).round().clamp(0, 255) / 255
+    lr = (bicubic_degrade(hr, scale) * 255).round().clamp(0, 255) / 255
     return lr, imresize(lr, scale=scale).clamp(0, 1)
 
 

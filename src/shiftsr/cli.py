@@ -1,0 +1,223 @@
+"""The `shiftsr` command: `upscale` (Real-ESRGAN style options) and `models`; torch loads only when one runs."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+EXTENSIONS = ("auto", "png", "jpg", "webp", "tif")
+WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEFAULT_OVERLAP = 8  # input pixels, capped at half the tile
+
+UPSCALE_EPILOG = """Outputs go to the --output folder (default ./results, as in Real-ESRGAN), named
+{stem}_{suffix}.{ext}. Grayscale inputs give grayscale outputs, transparency is kept (the alpha
+channel is resized with bicubic), 16-bit inputs give 16-bit PNGs. A file that fails is reported as
+one line on stderr and the other files are still processed. Exit status: 0 all written, 1 some file
+failed, 2 bad usage.
+
+\b
+Examples:
+  shiftsr upscale photo.jpg                     # -> results/photo_out.jpg
+  shiftsr upscale photos/ -o big/ --suffix ''   # a folder, same names
+  shiftsr upscale 'scans/*.png' -s 2 --steps 3  # a glob, 2x, 3 steps
+  shiftsr upscale huge.png -t 256 --device cuda # 256-pixel tiles, GPU
+  shiftsr upscale a.png b.png --json -q         # JSON lines on stdout
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shiftsr", prog_name="shiftsr")
+def main() -> None:
+    """shiftsr: few-step diffusion image super-resolution."""
+
+
+def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Click callback: accept auto, cpu, cuda and cuda:N."""
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise click.BadParameter(f"{value!r}; allowed: auto, cpu, cuda, cuda:N")
+    return value
+
+
+@main.command(epilog=UPSCALE_EPILOG)
+@click.argument("inputs", nargs=-1)
+@click.option("-i", "--input", "more_inputs", multiple=True,
+              help="Input file, folder or glob (repeatable); same as INPUTS.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Output folder, created if missing.")
+@click.option("-m", "--model", default="default", show_default=True,
+              help="Bundled model name (see `shiftsr models`) or model folder.")
+@click.option("-s", "--scale", type=click.FloatRange(min=0, min_open=True), show_default="the model's",
+              help="Upscaling factor.")
+@click.option("--method", show_default="the model's",
+              help="Sampling method; the model decides which are allowed.")
+@click.option("--steps", type=click.IntRange(min=1), show_default="the model's", help="Sampling steps.")
+@click.option("--order", type=click.IntRange(1, 3), show_default="the model's", help="Solver order.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed; each image gets its own generator.")
+@click.option("-t", "--tile", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Tile side in input pixels; 0 = auto (no tiling when the image fits the memory budget).")
+@click.option("--tile-overlap", type=click.IntRange(min=0),
+              show_default=f"{DEFAULT_OVERLAP}, at most half the tile", help="Tile overlap in input pixels.")
+@click.option("--device", default="auto", show_default=True, callback=check_device, help="auto, cpu, cuda or cuda:N.")
+@click.option("--fp32/--bf16", "fp32", default=None, show_default="fp32 on CPU, bf16 on CUDA",
+              help="Network precision.")
+@click.option("--suffix", default="out", show_default=True,
+              help="Output name {stem}_{suffix}.{ext}; '' gives {stem}.{ext} and needs an output folder "
+                   "other than the input's.")
+@click.option("--ext", type=click.Choice(EXTENSIONS), default="auto", show_default=True,
+              help="Output format; auto keeps the input's (PNG for BMP).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing outputs; without it they are errors and left untouched.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per file on stdout (sizes are [width, height]).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-file messages; errors are still printed.")
+@click.pass_context
+def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str, ...], output: Path, model: str,
+            scale: float | None, method: str | None, steps: int | None, order: int | None, seed: int, tile: int,
+            tile_overlap: int | None, device: str, fp32: bool | None, suffix: str, ext: str, overwrite: bool,
+            as_json: bool, quiet: bool) -> None:
+    """Upscale images (files, folders or globs) with a shiftsr model."""
+    patterns = [*inputs, *more_inputs]
+    if not patterns:
+        raise click.UsageError("no inputs; give image files, folders or globs")
+    overlap = min(DEFAULT_OVERLAP, tile // 2) if tile_overlap is None else tile_overlap
+    if tile and overlap >= tile:
+        raise click.BadParameter(f"{overlap} is not smaller than --tile {tile}; allowed: 0 to {tile - 1}",
+                                 param_hint="--tile-overlap")
+    from .imageio import expand_inputs
+
+    files = expand_inputs(patterns)
+    same_folder = [path for path in files if path.parent.resolve() == output.resolve()]
+    if not suffix and same_folder:
+        raise click.BadParameter(f"an empty suffix would overwrite {same_folder[0]}; give -o another folder",
+                                 param_hint="--suffix")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        report_error(f"{output}: cannot create the output folder ({error.strerror or error})")
+        ctx.exit(1)
+    pipe = load_pipeline(model, device, fp32)
+    if method is not None and method not in pipe.methods:
+        raise click.BadParameter(f"{method!r} is not a method of this model; allowed: {', '.join(pipe.methods)}",
+                                 param_hint="--method")
+    defaults = pipe.settings.sampler
+    job = dict(scale=scale or pipe.scale, method=method or defaults.method, steps=steps or defaults.steps,
+               order=order or defaults.order, seed=seed)
+    ratio = pipe.scale / pipe.codec.scale  # model-space pixels per input pixel
+    tiling = dict(tile=to_model_pixels(tile, ratio), tile_overlap=to_model_pixels(overlap, ratio))
+    failed = run_files(pipe, files, output, suffix=suffix, ext=ext, overwrite=overwrite, job=job, tiling=tiling,
+                       as_json=as_json, quiet=quiet)
+    ctx.exit(1 if failed else 0)
+
+
+def to_model_pixels(pixels: int, ratio: float) -> int:
+    """Input pixels as model-space pixels (0 stays 0, anything else at least 1)."""
+    return max(1, round(pixels * ratio)) if pixels else 0
+
+
+def load_pipeline(model: str, device: str, fp32: bool | None):
+    """The pipeline for --model on --device, with usage errors for a bad model or an absent GPU."""
+    import torch
+
+    from .pipeline import DTYPES, load
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    count = torch.cuda.device_count()
+    if device.startswith("cuda") and int(device.partition(":")[2] or 0) >= count:
+        raise click.BadParameter(f"{device!r} is not available ({count} CUDA devices found); allowed: auto, cpu"
+                                 + "".join(f", cuda:{index}" for index in range(count)), param_hint="--device")
+    precision = "fp32" if (fp32 if fp32 is not None else device == "cpu") else "bf16"
+    try:
+        return load(model, device=device, dtype=DTYPES[precision])
+    except (FileNotFoundError, ValueError) as error:
+        raise click.BadParameter(str(error), param_hint="--model") from None
+
+
+def output_name(path: Path, suffix: str, ext: str) -> str:
+    """{stem}_{suffix}.{ext}, or {stem}.{ext} for an empty suffix; ext auto keeps a writable input format, else PNG."""
+    if ext == "auto":
+        ext = path.suffix.lower()[1:] if path.suffix.lower() in WRITABLE_SUFFIXES else "png"
+    return f"{path.stem}_{suffix}.{ext}" if suffix else f"{path.stem}.{ext}"
+
+
+def run_files(pipe, files: list[Path], output: Path, *, suffix: str, ext: str, overwrite: bool, job: dict,
+              tiling: dict, as_json: bool, quiet: bool) -> int:
+    """Upscale every file, reporting each success or failure; returns the number of files that failed."""
+    import torch
+
+    claimed: set[Path] = set()
+    failed = 0
+    for path in tqdm(files, disable=quiet or len(files) < 2, unit="image", desc="shiftsr"):
+        target = output / output_name(path, suffix, ext)
+        try:
+            if target in claimed:
+                raise FileExistsError(f"{target}: is also the output of an earlier input; rename one of them")
+            claimed.add(target)
+            record = upscale_file(pipe, path, target, overwrite=overwrite, job=job, tiling=tiling,
+                                  progress=not quiet and len(files) == 1)
+        except torch.OutOfMemoryError:
+            record = {"error": f"{path}: out of memory; try a smaller --tile (e.g. -t 256) or --bf16"}
+        except (ValueError, OSError) as error:
+            record = {"error": describe(error, target)}
+        if "error" in record:
+            failed += 1
+            report_error(record["error"])
+        elif not quiet and not as_json:
+            tqdm.write(f"{path} -> {target} ({'x'.join(map(str, record['size_in']))} -> "
+                       f"{'x'.join(map(str, record['size_out']))}, {record['seconds']:.2f} s)", file=sys.stderr)
+        if as_json:
+            click.echo(json.dumps({"input": str(path), "output": str(target), **record}))
+    return failed
+
+
+def upscale_file(pipe, path: Path, target: Path, *, overwrite: bool, job: dict, tiling: dict, progress: bool) -> dict:
+    """Read, upscale and atomically write one image; returns its JSON fields (raises on a problem with the file)."""
+    from .data.imresize import imresize
+    from .imageio import read_image, write_image
+
+    started = time.perf_counter()
+    image = read_image(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target}: already exists (pass --overwrite to replace it)")
+    if image.alpha is not None and target.suffix in (".jpg", ".jpeg"):
+        raise ValueError(f"{path}: has transparency, which JPEG cannot store; use --ext png, webp or tif")
+    rgb = pipe(image.rgb, **job, **tiling, progress=progress)[0]
+    alpha = None if image.alpha is None else imresize(image.alpha[None], size=tuple(rgb.shape[-2:]))[0].clamp(0, 1)
+    write_image(target, rgb, alpha=alpha, bit_depth=image.bit_depth, gray=image.is_gray, overwrite=overwrite)
+    return {"size_in": [image.rgb.shape[-1], image.rgb.shape[-2]], "size_out": [rgb.shape[-1], rgb.shape[-2]],
+            "seconds": round(time.perf_counter() - started, 3), **job}
+
+
+def describe(error: Exception, target: Path) -> str:
+    """The problem of a failed file: the message (which names the file), or the OS error and the file it hit."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename2 or error.filename or target}: {error.strerror}"
+    return str(error)
+
+
+def report_error(message: str) -> None:
+    """Print `shiftsr: error: <file>: <problem>` as one line on stderr, above any progress bar."""
+    tqdm.write("shiftsr: error: " + " ".join(message.splitlines()), file=sys.stderr)
+
+
+@main.command()
+def models() -> None:
+    """List the bundled models with their scale and default sampler."""
+    from .bundle import SETTINGS_FILE, BundleSettings
+    from .pipeline import bundled_models, resolve_model
+
+    names = bundled_models()
+    if not names:
+        click.echo("no bundled models; pass a model folder with --model PATH")
+        return
+    click.echo(f"{'name':<16}{'scale':<7}{'method':<12}{'steps':<7}order")
+    for name in names:
+        settings = BundleSettings.from_dict(json.loads((resolve_model(name) / SETTINGS_FILE).read_text()))
+        sampler = settings.sampler
+        click.echo(f"{name:<16}{'x' + str(settings.scale):<7}{sampler.method:<12}{sampler.steps:<7}{sampler.order}")

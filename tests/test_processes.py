@@ -68,7 +68,7 @@ def sd_abar():
 
 
 def test_dossr_paper_coefficients():
-    """DoSSR Eq. 2 and 4: a = sqrt(abar)(1 - eta), b = sqrt(abar) eta, s = sqrt(1 - abar), eta = (1 - cos(pi t / t1))/2."""
+    """DoSSR Eq. 2, 4: a = sqrt(abar)(1 - eta), b = sqrt(abar) eta, s = sqrt(1 - abar), eta = (1 - cos(pi t/t1)) / 2."""
     abar = sd_abar()[INT_TIMES.long()]
     eta = torch.tensor([(1 - math.cos(math.pi * t / 500)) / 2 if t < 500 else 1.0 for t in INT_TIMES.tolist()],
                        dtype=F64)
@@ -78,7 +78,8 @@ def test_dossr_paper_coefficients():
     close(a, abar.sqrt() * (1 - eta))
     close(b, abar.sqrt() * eta)
     close(s, (1 - abar).sqrt())
-    close(process.shift(torch.tensor([0.0, 125.0, 250.0, 500.0, 812.3], dtype=F64)), [0.0, (1 - 0.5**0.5) / 2, 0.5, 1, 1])
+    close(process.shift(torch.tensor([0.0, 125.0, 250.0, 500.0, 812.3], dtype=F64)),
+          [0.0, (1 - 0.5**0.5) / 2, 0.5, 1.0, 1.0])
     assert process.t1 == 500 and process.t_max == 1000
 
 
@@ -151,8 +152,8 @@ def test_resshift_between_steps_is_linear_in_eta():
 
 # marginals, configs, errors
 
-@pytest.mark.parametrize("process", [VPProcess(), DomainShiftProcess(), ResShiftProcess(num_steps=4, variant="official")],
-                         ids=["vp", "dossr", "resshift"])
+@pytest.mark.parametrize("process", [VPProcess(), DomainShiftProcess(),
+                                     ResShiftProcess(num_steps=4, variant="official")], ids=["vp", "dossr", "resshift"])
 def test_marginal_statistics(process):
     """x_t = a x0 + b y + s eps: per-time mean and variance over many draws, one time per batch element."""
     g = torch.Generator().manual_seed(0)

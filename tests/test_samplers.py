@@ -204,13 +204,13 @@ def vp_linear_abar():
 
 @pytest.mark.parametrize("t, t_prev", [(1000, 999), (500, 499), (2, 1), (1, 0), (700, 650)])
 def test_ddpm_step_is_the_ddpm_posterior(t, t_prev):
-    """Ho et al. Eq. 6-7: mean sqrt(abar')beta/(1-abar) x0 + sqrt(alpha)(1-abar')/(1-abar) x_t, var (1-abar')/(1-abar) beta."""
+    """Ho et al. Eq. 6-7: q(x' | x_t, x0) = N(sqrt(abar')beta/(1-abar) x0 + sqrt(alpha)(1-abar')/(1-abar) x_t, var)."""
     _, abar = vp_linear_abar()
     beta = 1 - abar[t] / abar[t_prev]  # beta_t for one step; the skipped-step chain's beta for a jump
     x_t, x0 = torch.randn(2, 1, 3, 3, generator=gen(0), dtype=F64), torch.randn(2, 1, 3, 3, generator=gen(1), dtype=F64)
     mean = (abar[t_prev].sqrt() * beta / (1 - abar[t]) * x0
             + (1 - beta).sqrt() * (1 - abar[t_prev]) / (1 - abar[t]) * x_t)
-    var = (1 - abar[t_prev]) / (1 - abar[t]) * beta
+    var = (1 - abar[t_prev]) / (1 - abar[t]) * beta  # beta tilde
     z = torch.randn(x_t.shape, generator=gen(2), dtype=torch.float32).to(F64)
     out = sample_ddpm(oracle(x0), x_t, [t, t_prev], process=VP_LINEAR, generator=gen(2))
     torch.testing.assert_close(out, mean + var.sqrt() * z, atol=1e-12, rtol=0)
@@ -250,7 +250,8 @@ def test_resshift_ancestral_step_is_eq_6_7():
     for t in (15, 8, 1):
         alpha = etas[t] - etas[t - 1]
         z = torch.randn(x_t.shape, generator=gen(2), dtype=torch.float32).to(F64)
-        expected = etas[t - 1] / etas[t] * x_t + alpha / etas[t] * f + kappa * math.sqrt(etas[t - 1] * alpha / etas[t]) * z
+        mean = etas[t - 1] / etas[t] * x_t + alpha / etas[t] * f
+        expected = mean + kappa * math.sqrt(etas[t - 1] * alpha / etas[t]) * z
         out = sample_resshift(oracle(f), x_t, [t, t - 1], process=RESSHIFT, generator=gen(2))
         torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
 
@@ -332,7 +333,8 @@ def test_sample_dossr_matches_paper_algorithms(case, order):
 # (d) seeds, callbacks and errors
 
 STOCHASTIC = {
-    "ddim-eta.5": lambda d, x, ts, y, g, cb: sample_ddim(d, x, ts, process=DOSSR, y=y, eta=0.5, generator=g, callback=cb),
+    "ddim-eta.5": lambda d, x, ts, y, g, cb: sample_ddim(d, x, ts, process=DOSSR, y=y, eta=0.5, generator=g,
+                                                         callback=cb),
     "ddpm": lambda d, x, ts, y, g, cb: sample_ddpm(d, x, ts, process=VP_LINEAR, generator=g, callback=cb),
     "dpmpp_2m": lambda d, x, ts, y, g, cb: sample_dpmpp_2m(d, x, ts, process=VP_COSINE, generator=g, callback=cb),
     "dossr-3": lambda d, x, ts, y, g, cb: sample_dossr(d, x, ts, process=DOSSR, xh=y, generator=g, callback=cb),
@@ -377,6 +379,8 @@ def test_errors_name_the_allowed_values():
         sample_dpmpp_2m(den, x, [10.0], process=VP_LINEAR)
     with pytest.raises(ValueError, match="strictly decreasing"):
         sample_resshift(den, x, [3.0, 3.0, 0.0], process=RESSHIFT)
+    with pytest.raises(ValueError, match="cannot start from the clean state"):
+        sample_resshift(den, x, [0.0, -1.0], process=RESSHIFT)
     with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
         sample_dossr(den, x, [500.0, 0.0], process=DOSSR, xh=x, order=4)
     with pytest.raises(ValueError, match="eta must lie in"):

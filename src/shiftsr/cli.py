@@ -13,7 +13,7 @@ from tqdm import tqdm
 EXTENSIONS = ("auto", "png", "jpg", "webp", "tif")
 WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-DEFAULT_OVERLAP = 8  # input pixels, capped at half the tile
+DEFAULT_OVERLAP = 16  # input pixels, capped at half the tile
 
 UPSCALE_EPILOG = """Outputs go to the --output folder (default ./results, as in Real-ESRGAN), named
 {stem}_{suffix}.{ext}. Grayscale inputs give grayscale outputs, transparency is kept (the alpha

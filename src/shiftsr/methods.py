@@ -4,7 +4,7 @@ from __future__ import annotations
 from .processes import DomainShiftProcess, ResShiftProcess, VPProcess
 from .samplers import dossr_start, dossr_timesteps, sample_dossr
 from .samplers.noise_injection import inject_noise, recoverable_time
-from .samplers.resshift import resshift_start, sample_resshift
+from .samplers.resshift import resshift_start, resshift_timesteps, sample_resshift
 from .samplers.vp import sample_ddim, sample_dpmpp_2m, vp_timesteps
 
 METHODS = {
@@ -34,12 +34,16 @@ def run_method(method: str, denoiser, xh, *, process, steps: int, order: int, sc
         return sample_dossr(denoiser, x, ts, process=process, xh=xh, cond=xh, order=1 if method == "dossr-ode" else order,
                             deterministic=method == "dossr-ode", **common)
     if isinstance(process, ResShiftProcess):
-        ts = [float(t) for t in range(int(process.t_max), -1, -1)]
+        ts = resshift_timesteps(process)
         x = resshift_start(process, xh, generator) if start is None else start
         if method == "resshift":
             return sample_resshift(denoiser, x, ts, process=process, y=xh, cond=xh, **common)
         return sample_ddim(denoiser, x, ts, process=process, y=xh, cond=xh, eta=0.0, **common)
-    t_start = recoverable_time(process, scale=scale)
+    if scale <= 1:
+        raise ValueError(f"noise injection upscales: the scale must exceed 1, got {scale}")
+    # the paper's per-scale field covers 1x-8x; beyond it, the KL rule measured on the image itself
+    t_start = (recoverable_time(process, scale) if scale <= 8
+               else recoverable_time(process, scale, rule="kl", x_up=xh))
     ts = vp_timesteps(process, steps, t_start=t_start)
     x = inject_noise(process, xh, ts[0], generator) if start is None else start
     return sample_ddim(denoiser, x, ts, process=process, cond=None, eta=0.0, **common)

@@ -25,6 +25,8 @@ AUTO_TILE_BUDGET = 96 * 512 * 512  # network-input elements per call under tile 
 def bundled_models() -> list[str]:
     """Names of the models shipped inside the package."""
     root = resources.files("shiftsr") / "weights"
+    if not root.is_dir():
+        return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "shiftsr.json").is_file())
 
 
@@ -35,7 +37,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
         return path
     if str(name_or_path) in bundled_models():
         return Path(str(resources.files("shiftsr") / "weights" / str(name_or_path)))
-    raise FileNotFoundError(f"{name_or_path}: no such model folder; bundled models: {', '.join(bundled_models())}")
+    names = ", ".join(bundled_models()) or "none"
+    raise FileNotFoundError(f"{name_or_path}: no such model folder; bundled models: {names}")
 
 
 def build_codec(spec: dict):
@@ -48,13 +51,15 @@ def build_codec(spec: dict):
 
 
 def to_batch(image) -> Tensor:
-    """A PIL image, HxWx3 uint8 array or 3xHxW / Bx3xHxW float tensor in [0, 1], as a Bx3xHxW float tensor."""
+    """A PIL image, HxWx3 uint8/uint16 array or 3xHxW / Bx3xHxW float tensor in [0, 1], as a Bx3xHxW float tensor."""
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     if isinstance(image, np.ndarray):
-        image = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)
+        if image.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"arrays must be uint8 or uint16 HxWx3, got {image.dtype}")
+        image = torch.from_numpy(image.astype(np.float32) / np.iinfo(image.dtype).max).permute(2, 0, 1)
     if not torch.is_tensor(image) or image.dim() not in (3, 4) or image.shape[-3] != 3:
-        raise ValueError("image must be a PIL image, an HxWx3 uint8 array or a (B)x3xHxW tensor in [0, 1]")
+        raise ValueError("image must be a PIL image, an HxWx3 uint8/uint16 array or a (B)x3xHxW tensor in [0, 1]")
     return (image[None] if image.dim() == 3 else image).float()
 
 
@@ -99,7 +104,7 @@ class ShiftSRPipeline:
 
     @torch.no_grad()
     def __call__(self, image, *, scale: float | None = None, method: str | None = None, steps: int | None = None,
-                 order: int | None = None, seed: int = 0, generator=None, tile: int = 0, tile_overlap: int = 8,
+                 order: int | None = None, seed: int = 0, generator=None, tile: int = 0, tile_overlap: int = 16,
                  start: Tensor | None = None, progress: bool = False) -> Tensor:
         """Upscale one image or a batch of same-size images; returns Bx3x(sH)x(sW) in [0, 1] on the CPU."""
         defaults = self.settings.sampler
@@ -109,11 +114,10 @@ class ShiftSRPipeline:
         generator = generator or [torch.Generator().manual_seed(seed) for _ in range(batch)]
         xh = self.codec.encode(imresize(lr, scale=self.scale).clamp(0, 1) * 2 - 1)
         denoiser = self._tiled(xh, tile, tile_overlap)
-        bar = tqdm(total=steps, disable=not progress, leave=False, desc="sampling")
-        x0 = run_method(method, denoiser, xh, process=self.process, steps=steps, order=order,
-                        scale=scale or self.scale, generator=generator, start=start,
-                        callback=lambda info: bar.update(1))
-        bar.close()
+        with tqdm(total=steps, disable=not progress, leave=False, desc="sampling") as bar:
+            x0 = run_method(method, denoiser, xh, process=self.process, steps=steps, order=order,
+                            scale=scale or self.scale, generator=generator, start=start,
+                            callback=lambda info: bar.update(1))
         out = ((self.codec.decode(x0) + 1) / 2).clamp(0, 1).float().cpu()
         if scale is not None and scale != self.scale:
             size = (round(lr.shape[-2] * scale), round(lr.shape[-1] * scale))

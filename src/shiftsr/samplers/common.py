@@ -30,7 +30,9 @@ def batch_time(t: float, x: Tensor) -> Tensor:
 
 
 def coefficients(process, t: float) -> tuple[float, float, float]:
-    """(a, b, s) of a process at one time, as Python floats."""
+    """(a, b, s) of a process at one time, as Python floats; times outside [0, t_max] are an error."""
+    if not 0 <= t <= process.t_max:
+        raise ValueError(f"time {t} lies outside the process's range [0, {process.t_max}]")
     return tuple(float(c) for c in process.coefficients(t))
 
 
@@ -55,6 +57,8 @@ def step_ratio(cs: tuple[float, float, float], ct: tuple[float, float, float]) -
 def ddim_step(x: Tensor, x0: Tensor, y: Tensor | None, cs, ct, *, eta: float, noise: Tensor | None) -> Tensor:
     """DDIM (Song et al. 2021, Eq. 12) on any (a, b, s) path; eta = 1 is DoSSR Solver-1 (Eq. 42), eta = 0 its ODE."""
     (a_s, b_s, s_s), (a_t, b_t, s_t) = cs, ct
+    if y is None and (b_s != 0 or b_t != 0):
+        raise ValueError("this process has b(t) != 0 (DoSSR, ResShift): pass y, the image the mean shifts to")
     r = step_ratio(cs, ct)
     shift_s = 0.0 if y is None else b_s * y
     shift_t = 0.0 if y is None else b_t * y

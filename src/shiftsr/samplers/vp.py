@@ -32,12 +32,6 @@ def vp_timesteps(process, steps: int, *, t_start: float | None = None, spacing: 
     return [float(round(t_start - k * t_start / steps)) for k in range(steps)] + [0.0]
 
 
-def _check_shift(y: Tensor | None, cs, ct) -> None:
-    """A path whose mean moves toward y (b != 0) needs y: never drop that term silently."""
-    if y is None and (cs[1] != 0 or ct[1] != 0):
-        raise ValueError("this process has b(t) != 0 (DoSSR, ResShift): pass y (the shifted-to image)")
-
-
 @torch.no_grad()
 def sample_ddim(denoiser: Denoiser, x: Tensor, ts: Sequence[float], *, process, y: Tensor | None = None,
                 cond=None, eta: float = 0.0, generator: Generators = None, callback: Callback = None) -> Tensor:
@@ -47,7 +41,6 @@ def sample_ddim(denoiser: Denoiser, x: Tensor, ts: Sequence[float], *, process, 
     ts = check_times(ts)
     for i, (t_s, t_t) in enumerate(zip(ts, ts[1:])):
         cs, ct = coefficients(process, t_s), coefficients(process, t_t)
-        _check_shift(y, cs, ct)
         # 1. predict x0
         x0 = denoiser(x, batch_time(t_s, x), cond)
         report(callback, i, t_s, x, x0)
@@ -80,7 +73,6 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, ts: Sequence[float], *, proce
     old_x0, h_last = None, math.inf
     for i, (t_s, t_t) in enumerate(zip(ts, ts[1:])):
         cs, ct = coefficients(process, t_s), coefficients(process, t_t)
-        _check_shift(y, cs, ct)
         # 1. predict x0
         x0 = denoiser(x, batch_time(t_s, x), cond)
         report(callback, i, t_s, x, x0)

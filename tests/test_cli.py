@@ -245,7 +245,7 @@ def test_models_lists_bundled_models(tiny_model, monkeypatch):
     monkeypatch.setattr(pipeline, "resolve_model", lambda name: tiny_model)
     result = CliRunner().invoke(main, ["models"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[1].split() == ["tiny", "x4", "dossr", "5", "3"]
+    assert result.stdout.splitlines()[1].split() == ["tiny", "x4", "dossr", "5", "3", "1"]
 
 
 def test_help_does_not_import_torch():

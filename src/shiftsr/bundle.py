@@ -21,6 +21,7 @@ class SamplerDefaults:
     method: str = "dossr"
     steps: int = 5
     order: int = 3
+    samples: int = 1
 
 
 @dataclass

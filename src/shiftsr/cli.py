@@ -58,6 +58,8 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Sampling method; the model decides which are allowed.")
 @click.option("--steps", type=click.IntRange(min=1), show_default="the model's", help="Sampling steps.")
 @click.option("--order", type=click.IntRange(1, 3), show_default="the model's", help="Solver order.")
+@click.option("--samples", type=click.IntRange(min=1), show_default="the model's",
+              help="Average this many samples (a posterior-mean estimate, higher PSNR); 1 = one sharp sample.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed; each image gets its own generator.")
 @click.option("-t", "--tile", type=click.IntRange(min=0), default=0, show_default=True,
               help="Tile side in input pixels; 0 = auto (no tiling when the image fits the memory budget).")
@@ -78,7 +80,8 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-file messages; errors are still printed.")
 @click.pass_context
 def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str, ...], output: Path, model: str,
-            scale: float | None, method: str | None, steps: int | None, order: int | None, seed: int, tile: int,
+            scale: float | None, method: str | None, steps: int | None, order: int | None,
+            samples: int | None, seed: int, tile: int,
             tile_overlap: int | None, device: str, fp32: bool | None, suffix: str, ext: str, overwrite: bool,
             as_json: bool, quiet: bool) -> None:
     """Upscale images (files, folders or globs) with a shiftsr model."""
@@ -107,7 +110,7 @@ def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str,
                                  param_hint="--method")
     defaults = pipe.settings.sampler
     job = dict(scale=scale or pipe.scale, method=method or defaults.method, steps=steps or defaults.steps,
-               order=order or defaults.order, seed=seed)
+               order=order or defaults.order, samples=samples or defaults.samples, seed=seed)
     ratio = pipe.scale / pipe.codec.scale  # model-space pixels per input pixel
     tiling = dict(tile=to_model_pixels(tile, ratio), tile_overlap=to_model_pixels(overlap, ratio))
     failed = run_files(pipe, files, output, suffix=suffix, ext=ext, overwrite=overwrite, job=job, tiling=tiling,
@@ -216,8 +219,24 @@ def models() -> None:
     if not names:
         click.echo("no bundled models; pass a model folder with --model PATH")
         return
-    click.echo(f"{'name':<16}{'scale':<7}{'method':<12}{'steps':<7}order")
+    click.echo(f"{'name':<16}{'scale':<7}{'method':<12}{'steps':<7}{'order':<7}samples")
     for name in names:
         settings = BundleSettings.from_dict(json.loads((resolve_model(name) / SETTINGS_FILE).read_text()))
         sampler = settings.sampler
-        click.echo(f"{name:<16}{'x' + str(settings.scale):<7}{sampler.method:<12}{sampler.steps:<7}{sampler.order}")
+        click.echo(f"{name:<16}{'x' + str(settings.scale):<7}{sampler.method:<12}{sampler.steps:<7}{sampler.order:<7}"
+                   f"{sampler.samples}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint when it exists.")
+def train(config: Path, resume: bool) -> None:
+    """Train a DoSSR model from a JSON recipe (for many GPUs: accelerate launch -m shiftsr.training.train)."""
+    from .training.config import TrainConfig
+    from .training.train import train as run_training
+
+    try:
+        recipe = TrainConfig.load(config)
+    except (ValueError, TypeError) as error:
+        raise click.BadParameter(str(error), param_hint="CONFIG") from error
+    click.echo(run_training(recipe, resume=resume))

@@ -27,6 +27,7 @@ class TrainConfig:
     t1: float = 500.0
     beta_schedule: str = "scaled_linear"
     checkpoint_every: int = 1000
+    default_samples: int = 8
     seed: int = 0
 
     def save(self, path: str | Path) -> None:

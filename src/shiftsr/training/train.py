@@ -104,4 +104,20 @@ def export(ema: EMA, process, cfg: TrainConfig, folder: Path) -> None:
     net = ema.ema_model
     save_bundle(folder, net, settings_for(net, process, scale=cfg.scale, prediction_type="residual",
                                           codec={"kind": "space_to_depth", "factor": cfg.scale},
-                                          sampler=SamplerDefaults(method="dossr", steps=5, order=3)))
+                                          sampler=SamplerDefaults(method="dossr", steps=5, order=3,
+                                                                  samples=cfg.default_samples)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """accelerate launch -m shiftsr.training.train CONFIG.json [--resume] (one process, or one per GPU)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("config", help="training recipe as JSON (see TrainConfig)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint if present")
+    args = parser.parse_args(argv)
+    print(train(TrainConfig.load(args.config), resume=args.resume))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The pipeline: bundle round trips, seeds, batch and tiling invariance, input kinds, the bundled model."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shiftsr.bundle import load_bundle, save_bundle
+from shiftsr.pipeline import bundled_models, load
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark"
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model):
+    return load(tiny_model, device="cpu")
+
+
+def image(seed=0, size=(12, 16)):
+    return torch.rand(3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_output_size_and_range(pipe):
+    out = pipe(image())
+    assert out.shape == (1, 3, 48, 64) and 0 <= out.min() and out.max() <= 1
+    assert pipe(image(), scale=2).shape == (1, 3, 24, 32)
+    assert pipe(image(), scale=3).shape == (1, 3, 36, 48)
+
+
+def test_same_seed_same_image_other_seed_another(pipe):
+    assert torch.equal(pipe(image(), seed=3), pipe(image(), seed=3))
+    assert not torch.equal(pipe(image(), seed=3), pipe(image(), seed=4))
+
+
+def test_batch_equals_singles(pipe):
+    batch = torch.stack([image(0), image(1)])
+    together = pipe(batch, seed=5)
+    assert torch.allclose(together[0], pipe(image(0), seed=5)[0], atol=1e-5)
+    assert torch.allclose(together[1], pipe(image(1), seed=5)[0], atol=1e-5)
+
+
+def test_tiling_one_tile_is_exact_and_real_tiles_are_close(pipe):
+    untiled = pipe(image(size=(24, 24)), seed=1, tile=64)
+    assert torch.equal(untiled, pipe(image(size=(24, 24)), seed=1, tile=24))
+    tiled = pipe(image(size=(24, 24)), seed=1, tile=16, tile_overlap=8)
+    assert (tiled - untiled).abs().mean() < 2 / 255
+
+
+def test_pil_and_uint16_inputs_match_the_tensor(pipe):
+    pixels = (image().permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    as_tensor = torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1)
+    reference = pipe(as_tensor)
+    assert torch.equal(pipe(Image.fromarray(pixels)), reference)
+    assert torch.allclose(pipe(pixels.astype(np.uint16) * 257), reference, atol=1e-6)
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        pipe(pixels.astype(np.float64))
+
+
+def test_bundle_round_trip_gives_identical_outputs(pipe, tmp_path):
+    net, settings = load_bundle(pipe_folder(pipe))
+    copy = save_bundle(tmp_path / "copy", net, settings)
+    assert torch.equal(load(copy, device="cpu")(image(), seed=2), pipe(image(), seed=2))
+
+
+def pipe_folder(pipe):
+    folder = Path(pipe.net.config._name_or_path)
+    assert (folder / "shiftsr.json").is_file()
+    return folder
+
+
+def test_unknown_model_names_the_bundled_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match="bundled models"):
+        load(tmp_path / "nowhere")
+
+
+def test_stored_start_replaces_the_starting_noise(pipe):
+    """BCSR: a deterministic sampler given a stored x_T no longer depends on the seed; an SDE still does."""
+    start = torch.randn(1, 48, 12, 16, generator=torch.Generator().manual_seed(9))
+    ode_a = pipe(image(), method="dossr-ode", seed=1, start=start)
+    assert torch.equal(ode_a, pipe(image(), method="dossr-ode", seed=2, start=start))
+    assert not torch.equal(ode_a, pipe(image(), method="dossr-ode", seed=1))
+    assert not torch.equal(pipe(image(), seed=1, start=start), pipe(image(), seed=2, start=start))
+
+
+def test_the_default_model_is_bundled_and_upscales():
+    assert "default" in bundled_models()
+    default = load("default", device="cpu")
+    out = default(image(size=(16, 16)))
+    assert default.scale == 4 and out.shape == (1, 3, 64, 64)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BENCHMARK.is_dir(), reason="benchmark images absent")
+@pytest.mark.parametrize("name", ["Set5", "Set14"])
+def test_default_model_beats_bicubic_by_one_db(name):
+    from shiftsr.evaluate import evaluate_pairs
+
+    folder = BENCHMARK / name / "x4"
+    result = evaluate_pairs(load("default", device="cpu"), folder / "HR", folder / "LR", scale=4)
+    assert result["psnr"] >= result["bicubic_psnr"] + 1.0
+
+
+def test_samples_average_the_single_samples_of_their_seeds(pipe):
+    from shiftsr.pipeline import SAMPLE_SEED_STRIDE
+
+    singles = torch.stack([pipe(image(), seed=5 + k * SAMPLE_SEED_STRIDE, samples=1) for k in range(3)])
+    # the pipeline clamps the mean, not each sample: compare where no sample was clamped
+    inside = ((singles > 0) & (singles < 1)).all(0)
+    assert inside.float().mean() > 0.5
+    mean = pipe(image(), seed=5, samples=3)
+    assert torch.allclose(mean[inside], singles.mean(0)[inside], atol=1e-5)
+    assert torch.equal(pipe(image(), seed=5, samples=1), singles[0])
+    assert not torch.allclose(mean, singles[0])

@@ -27,44 +27,16 @@ def _levels16(planes):
     return planes.double().mul(65535).round().long().permute(1, 2, 0).numpy()
 
 
-def _paeth(a, b, c):
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    if pa <= pb and pa <= pc:
-        return a
-    return b if pb <= pc else c
-
-
-def _filter_row(row, above, kind, bpp):
-    """PNG filter written straight from the spec, one byte at a time."""
-    out = []
-    for i, x in enumerate(row):
-        a = row[i - bpp] if i >= bpp else 0
-        b = above[i]
-        c = above[i - bpp] if i >= bpp else 0
-        prediction = [0, a, b, (a + b) // 2, _paeth(a, b, c)][kind]
-        out.append((x - prediction) % 256)
-    return bytes([kind] + out)
-
-
 def _chunk(tag, body):
     return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
 
 
 def _png16(samples, *, interlace):
-    """A 16-bit PNG whose scanlines cycle through all five filter types, optionally Adam7-interlaced."""
+    """A 16-bit PNG built by hand (filter None), optionally Adam7-interlaced: files OpenCV and Pillow do not write."""
     height, width, channels = samples.shape
     passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
-    raw, kind = b"", 0
-    for x0, y0, dx, dy in passes if interlace else [(0, 0, 1, 1)]:
-        sub = samples[y0::dy, x0::dx]
-        if sub.size == 0:
-            continue
-        rows = [list(r.astype(">u2").tobytes()) for r in sub]
-        above = [0] * len(rows[0])
-        for row in rows:
-            raw += _filter_row(row, above, kind % 5, 2 * channels)
-            above, kind = row, kind + 1
+    rows = [row for x0, y0, dx, dy in (passes if interlace else [(0, 0, 1, 1)]) for row in samples[y0::dy, x0::dx]]
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in rows if row.size)
     colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
     header = struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, int(interlace))
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b"")
@@ -118,7 +90,7 @@ def test_rgb16_and_rgba16_round_trip_is_exact(tmp_path):
 
 @pytest.mark.parametrize("interlace", [False, True])
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
-def test_png16_decoder_handles_every_filter_and_adam7(tmp_path, interlace, channels):
+def test_png16_of_every_colour_type_is_read_exactly(tmp_path, interlace, channels):
     values = _rng_u16(11, 13, channels, seed=channels)
     (tmp_path / "f.png").write_bytes(_png16(values, interlace=interlace))
     loaded = read_image(tmp_path / "f.png")
@@ -126,7 +98,40 @@ def test_png16_decoder_handles_every_filter_and_adam7(tmp_path, interlace, chann
     if channels in (2, 4):
         planes = torch.cat([planes, loaded.alpha])
     assert loaded.bit_depth == 16 and loaded.is_gray == (channels < 3)
+    assert (loaded.alpha is not None) == (channels in (2, 4))
     assert np.array_equal(_levels16(planes), values)
+
+
+def test_gray16_with_alpha_is_written_as_rgba16(tmp_path):
+    values = _rng_u16(4, 6, 2, seed=7)
+    gray = _chw(values[..., :1], 65535).expand(3, -1, -1)
+    write_image(tmp_path / "la.png", gray, alpha=_chw(values[..., 1:], 65535), bit_depth=16, gray=True)
+    loaded = read_image(tmp_path / "la.png")
+    assert (loaded.bit_depth, loaded.mode, loaded.is_gray) == (16, "RGBA", False)
+    assert np.array_equal(_levels16(torch.cat([loaded.rgb, loaded.alpha])), values[..., [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_tiff16_written_by_opencv_is_read_exactly(tmp_path, channels):
+    import cv2
+
+    values = _rng_u16(7, 9, channels, seed=10 + channels)
+    bgr = values[..., {1: [0], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[channels]]
+    assert cv2.imwrite(str(tmp_path / "d.tif"), bgr)
+    loaded = read_image(tmp_path / "d.tif")
+    assert (loaded.bit_depth, loaded.is_gray) == (16, channels == 1)
+    planes = loaded.rgb[:1] if channels == 1 else loaded.rgb
+    if channels == 4:
+        planes = torch.cat([planes, loaded.alpha])
+    assert np.array_equal(_levels16(planes), values)
+
+
+def test_gray16_tiff_written_by_pillow_is_read_exactly(tmp_path):
+    ramp = (np.arange(20 * 30, dtype=np.uint32).reshape(20, 30) * 97 % 65536).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g.tiff")
+    loaded = read_image(tmp_path / "g.tiff")
+    assert (loaded.bit_depth, loaded.is_gray, loaded.mode) == (16, True, "I;16")
+    assert np.array_equal(_levels16(loaded.rgb[:1])[..., 0], ramp)
 
 
 def test_rgba8_alpha_is_preserved(tmp_path):
@@ -184,25 +189,40 @@ def test_exif_rotated_jpeg_is_transposed(tmp_path):
         assert torch.equal(loaded.rgb, _chw(np.asarray(image).transpose(1, 0, 2)[:, ::-1], 255))
 
 
-def test_exif_orientation_applies_to_16bit_png(tmp_path):
-    values = _rng_u16(3, 5, 3)
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_applies_once_to_16bit_png(tmp_path, orientation):
+    values = _rng_u16(3, 5, 3, seed=orientation)
     write_image(tmp_path / "s.png", _chw(values, 65535), bit_depth=16)
     exif = Image.Exif()
-    exif[0x0112] = 8
+    exif[0x0112] = orientation
     body = exif.tobytes(8).removeprefix(b"Exif\x00\x00")
     data = (tmp_path / "s.png").read_bytes()
     (tmp_path / "s.png").write_bytes(data[:-12] + _chunk(b"eXIf", body) + data[-12:])  # before IEND
+    # Where each pixel goes, from Pillow's exif_transpose of an image of pixel indices with the same EXIF.
+    Image.fromarray(np.arange(15, dtype=np.uint8).reshape(3, 5)).save(tmp_path / "i.png", exif=exif)
+    with Image.open(tmp_path / "i.png") as image:
+        source = np.asarray(ImageOps.exif_transpose(image))
     loaded = read_image(tmp_path / "s.png")
-    assert loaded.bit_depth == 16 and loaded.rgb.shape == (3, 5, 3)
-    assert np.array_equal(_levels16(loaded.rgb), np.rot90(values, 1))  # 8: rotate 90 degrees counter-clockwise
+    assert loaded.bit_depth == 16
+    assert np.array_equal(_levels16(loaded.rgb), values.reshape(15, 3)[source])
 
 
-def test_truncated_png_is_reported(tmp_path):
-    Image.fromarray(_rng_u8(64, 64, 3)).save(tmp_path / "cut.png")
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_truncated_png_is_reported(tmp_path, bit_depth):
+    write_image(tmp_path / "cut.png", _chw(_rng_u8(64, 64, 3), 255), bit_depth=bit_depth)
     data = (tmp_path / "cut.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match=r"cut\.png: truncated"):
         read_image(tmp_path / "cut.png")
+
+
+def test_16bit_file_opencv_cannot_decode_is_reported(tmp_path, monkeypatch):
+    import cv2
+
+    write_image(tmp_path / "bad.png", torch.zeros(3, 2, 2), bit_depth=16)
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: None)
+    with pytest.raises(ImageReadError, match=r"bad\.png: truncated file or corrupt image data"):
+        read_image(tmp_path / "bad.png")
 
 
 def test_text_file_is_not_an_image(tmp_path):

@@ -1,12 +1,10 @@
-"""Image files in and out: Pillow for decoding and encoding, plus a small PNG codec for 16-bit colour."""
+"""Image files in and out: Pillow, and OpenCV for 16-bit PNG and TIFF, whose colour Pillow reduces to 8 bits."""
 
 from __future__ import annotations
 
 import glob
 import os
 import secrets
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -41,11 +39,13 @@ _ORIENT: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
     8: lambda t: t.rot90(1, dims=(-2, -1)),
 }
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_BITS_PER_SAMPLE = 258
 _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
-_PNG_COLOUR_TYPE = {channels: colour for colour, channels in _PNG_CHANNELS.items()}
-# Adam7 passes as (first column, first row, column step, row step), PNG spec section 8.2.
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+# Samples per pixel (gray, gray+alpha, RGB, RGBA) -> the planes that convert from and to OpenCV's channel order
+# (gray, BGR, BGRA). OpenCV reads gray+alpha as BGRA and cannot write it: it is written as BGRA too.
+_FROM_OPENCV = {1: [0], 2: [0, 3], 3: [2, 1, 0], 4: [2, 1, 0, 3]}
+_TO_OPENCV = {1: [0], 2: [0, 0, 0, 1], 3: [2, 1, 0], 4: [2, 1, 0, 3]}
+_PNG16_COMPRESSION = 6  # zlib level, as Pillow uses for the 8-bit PNGs
 
 
 class ImageReadError(ValueError):
@@ -64,17 +64,18 @@ class LoadedImage:
 
 
 def read_image(path: str | os.PathLike) -> LoadedImage:
-    """Decode an image file upright (EXIF orientation applied); 16-bit PNG and 16-bit grayscale keep 16 bits."""
-    # 16-bit colour is kept for PNG only: Pillow reads it from other formats at 8 bits. The single-colour
-    # tRNS transparency of a 16-bit PNG is ignored.
+    """Decode an image file upright (EXIF orientation applied); 16-bit PNG, TIFF and grayscale keep 16 bits."""
+    # 16-bit PNG and TIFF are decoded by OpenCV, everything else by Pillow, which reads 16-bit colour from
+    # other formats at 8 bits. The single-colour tRNS transparency of a 16-bit PNG is ignored.
     path = Path(path)
     _check_is_file(path)
     try:
         with Image.open(path) as image:
             image.load()
             orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-            if image.format == "PNG" and _png_bit_depth(path) == 16:
-                pixels, depth = _decode_png16(path).astype(np.float32) / 65535, 16
+            channels = _sixteen_bit_channels(image, path)
+            if channels:
+                pixels, depth = _opencv_pixels(path, channels), 16
             else:
                 pixels, depth = _pillow_pixels(image, path)
             mode = image.mode
@@ -100,8 +101,10 @@ def write_image(
 ) -> None:
     """Atomically write a 3xHxW [0, 1] image as PNG/JPEG/WEBP/TIFF by extension; 16 bits for PNG, 8 for the rest."""
     # Values are rounded to the nearest level, (x * maxval).round(), and clamped. gray=True writes one channel,
-    # the ITU-R BT.601 luma of rgb; alpha (1xHxW) becomes a transparency channel (refused for JPEG). JPEG is
-    # written at quality 95, WEBP losslessly. The file appears complete or not at all.
+    # the ITU-R BT.601 luma of rgb; alpha (1xHxW) becomes a transparency channel (refused for JPEG), except
+    # that a 16-bit PNG cannot be gray with alpha (OpenCV writes 1, 3 or 4 channels): it is RGBA with the luma
+    # in all three colour channels. JPEG is written at quality 95, WEBP losslessly. The file appears complete
+    # or not at all.
     path = Path(path)
     fmt = _WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -146,6 +149,34 @@ def _check_is_file(path: Path) -> None:
         raise ImageReadError(f"{path}: is a directory, not an image file")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: zero-size file (0 bytes)")
+
+
+def _sixteen_bit_channels(image: Image.Image, path: Path) -> int:
+    """Samples per pixel of a 16-bit PNG or TIFF; 0 for any other file."""
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE, 1)
+        return len(image.getbands()) if set(bits if isinstance(bits, tuple) else (bits,)) == {16} else 0
+    if image.format == "PNG":
+        with open(path, "rb") as stream:
+            header = stream.read(26)  # the PNG spec puts IHDR first: bit depth, then colour type at 24 and 25
+        return _PNG_CHANNELS.get(header[25], 0) if header[24] == 16 else 0
+    return 0
+
+
+def _opencv_pixels(path: Path, channels: int) -> np.ndarray:
+    """HxWxC float32 pixels in [0, 1] of a 16-bit file with the given samples per pixel, in RGB(A) order."""
+    import cv2
+
+    values = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)  # no EXIF rotation: done by us
+    if values is None:
+        raise ImageReadError(f"{path}: truncated file or corrupt image data (OpenCV cannot decode it)")
+    if values.dtype != np.uint16:
+        raise ImageReadError(f"{path}: unsupported 16-bit sample type {values.dtype}; only unsigned integers")
+    values = values.reshape(values.shape[0], values.shape[1], -1)
+    planes = _FROM_OPENCV[channels]
+    if values.shape[2] <= max(planes):
+        raise ImageReadError(f"{path}: OpenCV decoded {values.shape[2]} channels where the file has {channels}")
+    return values[..., planes].astype(np.float32) / 65535
 
 
 def _pillow_pixels(image: Image.Image, path: Path) -> tuple[np.ndarray, int]:
@@ -201,7 +232,13 @@ def _encode(stream: BinaryIO, planes: torch.Tensor, depth: int, fmt: str) -> Non
     maxval = 2**depth - 1
     levels = (planes * maxval).round().clamp(0, maxval).permute(1, 2, 0).to(torch.int32).numpy()
     if depth == 16:
-        stream.write(_encode_png16(levels.astype(np.uint16)))
+        import cv2
+
+        samples = levels[..., _TO_OPENCV[levels.shape[2]]].astype(np.uint16)
+        encoded, data = cv2.imencode(".png", samples, [cv2.IMWRITE_PNG_COMPRESSION, _PNG16_COMPRESSION])
+        if not encoded:
+            raise OSError("OpenCV could not encode the 16-bit PNG")
+        stream.write(data.tobytes())
         return
     levels = levels.astype(np.uint8)
     image = Image.fromarray(levels[..., 0] if levels.shape[2] == 1 else levels)
@@ -227,97 +264,3 @@ def _atomic_write(path: Path, encode: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-
-
-def _png_bit_depth(path: Path) -> int:
-    """Bit depth from the IHDR chunk, which the PNG spec requires to come first."""
-    with open(path, "rb") as stream:
-        header = stream.read(26)
-    return header[24]
-
-
-def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(type, body) of each chunk after the signature (PNG spec section 5.3)."""
-    chunks, position = [], len(_PNG_SIGNATURE)
-    while position + 12 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, position)
-        chunks.append((kind, data[position + 8 : position + 8 + length]))
-        position += 12 + length
-    return chunks
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _decode_png16(path: Path) -> np.ndarray:
-    """HxWxC uint16 samples of a 16-bit PNG, interlaced or not (PNG spec sections 7-9)."""
-    chunks = _png_chunks(path.read_bytes())
-    width, height, _, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    channels = _PNG_CHANNELS[colour]
-    pixels = np.empty((height, width, channels), np.uint16)
-    try:
-        raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
-        offset = 0
-        for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
-            columns, rows = len(range(x0, width, dx)), len(range(y0, height, dy))
-            if columns == 0 or rows == 0:
-                continue  # an empty Adam7 pass has no scanlines at all
-            size = rows * (1 + 2 * channels * columns)
-            scanlines = np.frombuffer(raw, np.uint8, size, offset).reshape(rows, -1)
-            samples = _unfilter(scanlines, 2 * channels).view(">u2")
-            pixels[y0::dy, x0::dx] = samples.reshape(rows, columns, channels)
-            offset += size
-    except (zlib.error, ValueError) as error:
-        raise ImageReadError(f"{path}: truncated file or corrupt 16-bit PNG data ({error})") from None
-    return pixels
-
-
-def _unfilter(scanlines: np.ndarray, pixel_bytes: int) -> np.ndarray:
-    """Undo the per-scanline filters None, Sub, Up, Average and Paeth (PNG spec section 9.2)."""
-    out = np.empty((scanlines.shape[0], scanlines.shape[1] - 1), np.uint8)
-    above = np.zeros(out.shape[1], np.uint8)
-    for y, (kind, line) in enumerate(zip(scanlines[:, 0], scanlines[:, 1:])):
-        if kind == 0:
-            out[y] = line
-        elif kind == 1:
-            out[y] = line.reshape(-1, pixel_bytes).cumsum(0, dtype=np.uint8).ravel()
-        elif kind == 2:
-            out[y] = line + above
-        elif kind in (3, 4):
-            out[y] = _unfilter_with_left(line, above, pixel_bytes, paeth=kind == 4)
-        else:
-            raise ValueError(f"invalid PNG filter type {kind} in scanline {y}")
-        above = out[y]
-    return out
-
-
-def _unfilter_with_left(line: np.ndarray, above: np.ndarray, pixel_bytes: int, *, paeth: bool) -> np.ndarray:
-    """Average or Paeth filter, which depend on the already reconstructed byte to the left."""
-    current, up = bytearray(line.tobytes()), above.tobytes()
-    for i in range(len(current)):
-        left = current[i - pixel_bytes] if i >= pixel_bytes else 0
-        if paeth:
-            upper_left = up[i - pixel_bytes] if i >= pixel_bytes else 0
-            estimate = left + up[i] - upper_left
-            distances = (abs(estimate - left), abs(estimate - up[i]), abs(estimate - upper_left))
-            predictor = (left, up[i], upper_left)[distances.index(min(distances))]
-        else:
-            predictor = (left + up[i]) // 2
-        current[i] = (current[i] + predictor) & 0xFF
-    return np.frombuffer(bytes(current), np.uint8)
-
-
-def _encode_png16(samples: np.ndarray) -> bytes:
-    """A non-interlaced 16-bit PNG of HxWxC uint16 samples (C = 1, 2, 3, 4), every scanline filtered with Up."""
-    height, width, channels = samples.shape
-    rows = np.ascontiguousarray(samples, dtype=">u2").view(np.uint8).reshape(height, -1)
-    above = np.vstack([np.zeros((1, rows.shape[1]), np.uint8), rows[:-1]])
-    scanlines = np.hstack([np.full((height, 1), 2, np.uint8), rows - above])
-    header = struct.pack(">IIBBBBB", width, height, 16, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
-    return (
-        _PNG_SIGNATURE
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6))
-        + _png_chunk(b"IEND", b"")
-    )

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--order", type=int)
+    parser.add_argument("--samples", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.sets:
         folder = Path(args.root) / name / f"x{args.scale}"
         result = evaluate_pairs(pipe, folder / "HR", folder / "LR", scale=args.scale, method=args.method,
-                                steps=args.steps, order=args.order, seed=args.seed)
+                                steps=args.steps, order=args.order, samples=args.samples, seed=args.seed)
         print(json.dumps({"set": name, **result}), flush=True)
 
 

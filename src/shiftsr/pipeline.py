@@ -72,7 +72,8 @@ class ShiftSRPipeline:
         self.settings = settings
         self.device = torch.device(device)
         self.dtype = dtype
-        self.net = net.to(self.device).eval()
+        # channels-last convolutions run about a quarter faster on CPU (oneDNN) and on GPU tensor cores
+        self.net = net.to(self.device, memory_format=torch.channels_last).eval()
         self.process = rebuild_process(settings)
         self.codec = build_codec(settings.codec)
         self.denoiser = PredictionDenoiser(self._network, process=self.process,
@@ -101,7 +102,8 @@ class ShiftSRPipeline:
         autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                     else contextlib.nullcontext())
         with autocast:
-            return self.net(x, t, cond).float()
+            x, cond = (v.contiguous(memory_format=torch.channels_last) for v in (x, cond))
+            return self.net(x, t, cond).float().contiguous()
 
     @torch.no_grad()
     def __call__(self, image, *, scale: float | None = None, method: str | None = None, steps: int | None = None,
@@ -118,18 +120,19 @@ class ShiftSRPipeline:
         method, steps, order = method or defaults.method, steps or defaults.steps, order or defaults.order
         samples = samples or defaults.samples
         lr = to_batch(image).to(self.device)
-        batch = lr.shape[0]
-        generator = [torch.Generator().manual_seed(seed + k * SAMPLE_SEED_STRIDE)
-                     for k in range(samples) for _ in range(batch)]
-        xh = self.codec.encode(imresize(lr, scale=self.scale).clamp(0, 1) * 2 - 1).repeat(samples, 1, 1, 1)
-        start = None if start is None else start.to(self.device).repeat(samples, 1, 1, 1)
+        xh = self.codec.encode(imresize(lr, scale=self.scale).clamp(0, 1) * 2 - 1)
+        start = None if start is None else start.to(self.device)
         denoiser = self._tiled(xh, tile, tile_overlap)
-        with tqdm(total=steps, disable=not progress, leave=False, desc="sampling") as bar:
-            x0 = run_method(method, denoiser, xh, process=self.process, steps=steps, order=order,
-                            scale=scale or self.scale, generator=generator, start=start,
-                            callback=lambda info: bar.update(1))
-        decoded = self.codec.decode(x0).float().unflatten(0, (samples, batch)).mean(0)
-        out = ((decoded + 1) / 2).clamp(0, 1).cpu()
+        total = 0.0
+        # one sample at a time: on a CPU a batch of K activations falls out of cache and runs slower than K calls
+        with tqdm(total=steps * samples, disable=not progress, leave=False, desc="sampling") as bar:
+            for k in range(samples):
+                generator = [torch.Generator().manual_seed(seed + k * SAMPLE_SEED_STRIDE) for _ in range(len(lr))]
+                x0 = run_method(method, denoiser, xh, process=self.process, steps=steps, order=order,
+                                scale=scale or self.scale, generator=generator, start=start,
+                                callback=lambda info: bar.update(1))
+                total = total + self.codec.decode(x0).float()
+        out = ((total / samples + 1) / 2).clamp(0, 1).cpu()
         if scale is not None and scale != self.scale:
             size = (round(lr.shape[-2] * scale), round(lr.shape[-1] * scale))
             out = imresize(out, size=size).clamp(0, 1)

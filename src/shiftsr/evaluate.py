@@ -7,17 +7,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
 from .data.imresize import imresize
+from .imageio import read_image
 from .metrics import psnr_y, ssim_y
-
-
-def read_rgb(path: Path) -> torch.Tensor:
-    """An image file as a 3xHxW float tensor in [0, 1]."""
-    with Image.open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("RGB")).astype(np.float32) / 255).permute(2, 0, 1)
 
 
 def evaluate_pairs(pipe, hr_dir: Path, lr_dir: Path, *, scale: int, **sample_kwargs) -> dict:
@@ -27,7 +20,7 @@ def evaluate_pairs(pipe, hr_dir: Path, lr_dir: Path, *, scale: int, **sample_kwa
         raise FileNotFoundError(f"{hr_dir}: no HR files with a same-named LR file in {lr_dir}")
     rows = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": [], "seconds": []}
     for name in names:
-        hr, lr = read_rgb(Path(hr_dir) / name), read_rgb(Path(lr_dir) / name)
+        hr, lr = read_image(Path(hr_dir) / name).rgb, read_image(Path(lr_dir) / name).rgb
         started = time.perf_counter()
         sr = pipe(lr, scale=scale, **sample_kwargs)[0]
         rows["seconds"].append(time.perf_counter() - started)

@@ -108,7 +108,7 @@ def test_oracle_resshift(deterministic, ts):
     if deterministic:
         out = sample_ddim(oracle(x0), x, ts, process=RESSHIFT, y=y, eta=0.0)
     else:
-        out = sample_resshift(oracle(x0), x, ts, process=RESSHIFT, y=y, generator=gen(2))
+        out = sample_resshift(oracle(x0), x, ts, process=RESSHIFT, generator=gen(2))
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
 
 
@@ -191,7 +191,7 @@ def test_resshift_ancestral_output_distribution_matches_data():
     y, g = torch.full((1, 1, 100, 200), XH, dtype=F64), gen(5)
     ts = uniform(RESSHIFT.t_max, 600)  # a fine subset of times: the chain converges to the reverse SDE
     out = sample_resshift(gaussian_denoiser(RESSHIFT, y), marginal(RESSHIFT, ts[0], y, g), ts, process=RESSHIFT,
-                          y=y, generator=g)
+                          generator=g)
     assert matches_data(out), (out.mean(), out.std())
 
 
@@ -338,7 +338,7 @@ STOCHASTIC = {
     "ddpm": lambda d, x, ts, y, g, cb: sample_ddpm(d, x, ts, process=VP_LINEAR, generator=g, callback=cb),
     "dpmpp_2m": lambda d, x, ts, y, g, cb: sample_dpmpp_2m(d, x, ts, process=VP_COSINE, generator=g, callback=cb),
     "dossr-3": lambda d, x, ts, y, g, cb: sample_dossr(d, x, ts, process=DOSSR, xh=y, generator=g, callback=cb),
-    "resshift": lambda d, x, ts, y, g, cb: sample_resshift(d, x, ts, process=RESSHIFT, y=y, generator=g, callback=cb),
+    "resshift": lambda d, x, ts, y, g, cb: sample_resshift(d, x, ts, process=RESSHIFT, generator=g, callback=cb),
 }
 GRIDS = {"ddim-eta.5": uniform(500, 6), "ddpm": uniform(1000, 6), "dpmpp_2m": uniform(1000, 6),
          "dossr-3": uniform(500, 6), "resshift": resshift_timesteps(RESSHIFT)}

@@ -108,9 +108,8 @@ def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str,
     if method is not None and method not in pipe.methods:
         raise click.BadParameter(f"{method!r} is not a method of this model; allowed: {', '.join(pipe.methods)}",
                                  param_hint="--method")
-    defaults = pipe.settings.sampler
-    job = dict(scale=scale or pipe.scale, method=method or defaults.method, steps=steps or defaults.steps,
-               order=order or defaults.order, samples=samples or defaults.samples, seed=seed)
+    job = dict(scale=scale or pipe.scale, seed=seed,
+               **pipe.sampler_settings(method=method, steps=steps, order=order, samples=samples))
     ratio = pipe.scale / pipe.codec.scale  # model-space pixels per input pixel
     tiling = dict(tile=to_model_pixels(tile, ratio), tile_overlap=to_model_pixels(overlap, ratio))
     failed = run_files(pipe, files, output, suffix=suffix, ext=ext, overwrite=overwrite, job=job, tiling=tiling,

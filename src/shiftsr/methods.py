@@ -37,7 +37,7 @@ def run_method(method: str, denoiser, xh, *, process, steps: int, order: int, sc
         ts = resshift_timesteps(process)
         x = resshift_start(process, xh, generator) if start is None else start
         if method == "resshift":
-            return sample_resshift(denoiser, x, ts, process=process, y=xh, cond=xh, **common)
+            return sample_resshift(denoiser, x, ts, process=process, cond=xh, **common)
         return sample_ddim(denoiser, x, ts, process=process, y=xh, cond=xh, eta=0.0, **common)
     if scale <= 1:
         raise ValueError(f"noise injection upscales: the scale must exceed 1, got {scale}")

@@ -105,6 +105,13 @@ class ShiftSRPipeline:
             x, cond = (v.contiguous(memory_format=torch.channels_last) for v in (x, cond))
             return self.net(x, t, cond).float().contiguous()
 
+    def sampler_settings(self, *, method: str | None = None, steps: int | None = None, order: int | None = None,
+                         samples: int | None = None) -> dict:
+        """The sampler a call runs: each setting given, or the model's default for it."""
+        defaults = self.settings.sampler
+        return {"method": method or defaults.method, "steps": steps or defaults.steps,
+                "order": order or defaults.order, "samples": samples or defaults.samples}
+
     @torch.no_grad()
     def __call__(self, image, *, scale: float | None = None, method: str | None = None, steps: int | None = None,
                  order: int | None = None, samples: int | None = None, seed: int = 0, tile: int = 0,
@@ -116,9 +123,8 @@ class ShiftSRPipeline:
         Sample k of every image draws its noise from its own generator seeded with seed + k * SAMPLE_SEED_STRIDE,
         so results do not depend on the batch, the tiling or the device.
         """
-        defaults = self.settings.sampler
-        method, steps, order = method or defaults.method, steps or defaults.steps, order or defaults.order
-        samples = samples or defaults.samples
+        method, steps, order, samples = self.sampler_settings(method=method, steps=steps, order=order,
+                                                              samples=samples).values()
         lr = to_batch(image).to(self.device)
         xh = self.codec.encode(imresize(lr, scale=self.scale).clamp(0, 1) * 2 - 1)
         start = None if start is None else start.to(self.device)

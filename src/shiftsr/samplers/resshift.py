@@ -22,12 +22,9 @@ def resshift_timesteps(process) -> list[float]:
 
 
 @torch.no_grad()
-def sample_resshift(denoiser: Denoiser, x: Tensor, ts: Sequence[float], *, process, y: Tensor | None = None,
-                    cond=None, generator: Generators = None, callback: Callback = None) -> Tensor:
+def sample_resshift(denoiser: Denoiser, x: Tensor, ts: Sequence[float], *, process, cond=None,
+                    generator: Generators = None, callback: Callback = None) -> Tensor:
     """ResShift reverse chain (Eq. 6-7) from x at ts[0] on any decreasing times, eta taken at those times."""
-    # y is not in Eq. 7 (it enters through x_T and cond); it is accepted so that this sampler and its
-    # deterministic twin sample_ddim(..., y=y, eta=0) take the same arguments
-    del y
     ts = check_times(ts)
     for i, (t_s, t_t) in enumerate(zip(ts, ts[1:])):
         eta_s, eta_t = float(process.shift(t_s)), float(process.shift(t_t))

@@ -1,6 +1,8 @@
 """Training: a few real iterations, resume from the checkpoint, export a bundle that loads and upscales."""
 import json
 
+import pytest
+
 import torch
 from PIL import Image
 
@@ -61,3 +63,39 @@ def test_learning_rate_warms_up_then_decays():
     assert learning_rate(0, cfg) == 1e-4 and learning_rate(9, cfg) == 1e-3
     assert abs(learning_rate(60, cfg) - (1e-5 + 0.5 * (1e-3 - 1e-5))) < 1e-12
     assert abs(learning_rate(110, cfg) - 1e-5) < 1e-12
+
+
+def test_prior_then_dossr_fine_tune_then_resshift(tmp_path):
+    """One real run per model kind; the fine-tuned net starts as the prior (zero-initialised branch)."""
+    cfg = tiny_config(tmp_path, iterations=2)
+    cfg.model, cfg.prediction, cfg.output = "prior", "sample", str(tmp_path / "prior")
+    prior_folder = train(cfg)
+    prior, settings = load_bundle(prior_folder)
+    assert settings.process["kind"] == "vp" and settings.sampler.method == "noise-injection"
+    up = load(prior_folder, device="cpu")(torch.rand(1, 3, 8, 8), scale=2, steps=2)
+    assert up.shape == (1, 3, 16, 16) and torch.isfinite(up).all()
+
+    fine = TrainConfig(**{**cfg.__dict__, "model": "dossr", "cond_mode": "branch", "init_from": str(prior_folder),
+                          "output": str(tmp_path / "fine"), "iterations": 0})
+    from shiftsr.training.models import build_network
+    net = build_network(fine, channels=48)
+    x, t, cond = torch.randn(2, 48, 8, 8), torch.tensor([3.0, 400.0]), torch.randn(2, 48, 8, 8)
+    torch.testing.assert_close(net(x, t, cond), prior(x, t), rtol=0, atol=0)
+
+    fine.iterations = 2
+    _, fine_settings = load_bundle(train(fine))
+    assert fine_settings.process["kind"] == "domain_shift" and fine_settings.prediction_type == "sample"
+
+    shift = TrainConfig(**{**cfg.__dict__, "model": "resshift", "output": str(tmp_path / "rs"), "resshift_steps": 4})
+    folder = train(shift)
+    out = load(folder, device="cpu")(torch.rand(3, 8, 8))
+    assert load_bundle(folder)[1].sampler.method == "resshift" and out.shape == (1, 3, 32, 32)
+
+
+def test_fine_tuning_refuses_a_conditional_model(tmp_path):
+    cfg = tiny_config(tmp_path, iterations=2)
+    folder = train(cfg)
+    bad = TrainConfig(**{**cfg.__dict__, "cond_mode": "branch", "init_from": str(folder)})
+    from shiftsr.training.models import build_network
+    with pytest.raises(ValueError, match="unconditional prior"):
+        build_network(bad, channels=48)

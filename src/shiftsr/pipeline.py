@@ -102,7 +102,8 @@ class ShiftSRPipeline:
         autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                     else contextlib.nullcontext())
         with autocast:
-            x, cond = (v.contiguous(memory_format=torch.channels_last) for v in (x, cond))
+            x = x.contiguous(memory_format=torch.channels_last)
+            cond = None if cond is None else cond.contiguous(memory_format=torch.channels_last)
             return self.net(x, t, cond).float().contiguous()
 
     def sampler_settings(self, *, method: str | None = None, steps: int | None = None, order: int | None = None,

@@ -33,23 +33,58 @@ class FiLMResBlock(nn.Module):
         return x + self.conv2(h)
 
 
+COND_MODES = ("concat", "branch")
+
+
 class ShiftNet(ModelMixin, ConfigMixin):
-    """Denoiser network: (x_t, t, xh) in model space -> x0 - xh, the residual over the conditioning."""
+    """Denoiser network (x_t, t, cond) -> prediction in model space; cond_channels = 0 makes it unconditional.
+
+    cond_mode "concat" feeds cond beside x_t into the first conv. cond_mode "branch" adds cond through
+    zero-initialised 1x1 convs at every block (ControlNet's zero convolutions, Zhang et al. 2023), so a
+    network loaded from an unconditional prior computes exactly the prior until training moves them.
+    """
 
     @register_to_config
     def __init__(self, *, in_channels: int = 48, cond_channels: int = 48, out_channels: int = 48,
-                 channels: int = 64, num_blocks: int = 8, embed_dim: int = 128):
+                 channels: int = 64, num_blocks: int = 8, embed_dim: int = 128, cond_mode: str = "concat"):
         super().__init__()
-        self.conv_in = nn.Conv2d(in_channels + cond_channels, channels, 3, padding=1)
+        if cond_mode not in COND_MODES:
+            raise ValueError(f"unknown cond_mode {cond_mode!r}; allowed: {', '.join(COND_MODES)}")
+        concat = cond_channels if cond_mode == "concat" else 0
+        self.conv_in = nn.Conv2d(in_channels + concat, channels, 3, padding=1)
         self.time_mlp = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
         self.blocks = nn.ModuleList(FiLMResBlock(channels, embed_dim) for _ in range(num_blocks))
+        if cond_mode == "branch" and cond_channels:
+            self.cond_in = nn.Sequential(nn.Conv2d(cond_channels, channels, 3, padding=1), nn.SiLU(),
+                                         nn.Conv2d(channels, channels, 3, padding=1), nn.SiLU())
+            self.cond_zero = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(num_blocks))
+            for conv in self.cond_zero:
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
         self.conv_out = nn.Conv2d(channels, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+    @property
+    def conditional(self) -> bool:
+        """Whether the network reads a conditioning image."""
+        return self.config.cond_channels > 0
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        if self.conditional and cond is None:
+            raise ValueError("this network is conditional: pass the LR image in model space as cond")
         emb = self.time_mlp(timestep_embedding(t, self.config.embed_dim))
-        h = self.conv_in(torch.cat([x, cond], dim=1))
-        for block in self.blocks:
-            h = block(h, emb)
+        branch = self.config.cond_mode == "branch" and self.conditional
+        h = self.conv_in(x if branch or not self.conditional else torch.cat([x, cond], dim=1))
+        c = self.cond_in(cond) if branch else None
+        for i, block in enumerate(self.blocks):
+            h = block(h + self.cond_zero[i](c) if branch else h, emb)
         return self.conv_out(h)
+
+    def load_prior(self, prior: ShiftNet) -> None:
+        """Copy an unconditional prior's weights into this branch-conditioned network; only the branch stays new."""
+        if self.config.cond_mode != "branch" or prior.conditional:
+            raise ValueError("a prior loads into a cond_mode='branch' network from an unconditional one")
+        missing, unexpected = self.load_state_dict(prior.state_dict(), strict=False)
+        if unexpected or any(not key.startswith(("cond_in.", "cond_zero.")) for key in missing):
+            raise ValueError(f"the prior does not match this network: missing {missing}, unexpected {unexpected}")

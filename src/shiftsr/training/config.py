@@ -8,10 +8,19 @@ from pathlib import Path
 
 @dataclass
 class TrainConfig:
-    """One DoSSR training run: data, network size, process, optimisation, checkpoints."""
+    """One training run: data, model kind, network size, process, optimisation, checkpoints.
+
+    model: "dossr" (domain-shift process, DoSSR Eq. 8), "prior" (unconditional VP diffusion on HR images) or
+    "resshift" (ResShift Eq. 2, from scratch). prediction: "residual" (x0 - xh) or "sample" (x0).
+    init_from: a prior's model folder to fine-tune; it needs cond_mode "branch".
+    """
 
     data: list[str] = field(default_factory=lambda: ["../shared/data/train"])
     output: str = "runs/default"
+    model: str = "dossr"
+    prediction: str = "residual"
+    cond_mode: str = "concat"
+    init_from: str = ""
     scale: int = 4
     patch: int = 128
     batch: int = 16
@@ -26,6 +35,9 @@ class TrainConfig:
     num_blocks: int = 10
     t1: float = 500.0
     beta_schedule: str = "scaled_linear"
+    resshift_steps: int = 15
+    kappa: float = 2.0
+    power: float = 0.3
     checkpoint_every: int = 1000
     default_samples: int = 8
     seed: int = 0

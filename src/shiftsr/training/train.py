@@ -1,4 +1,4 @@
-"""Train a DoSSR model (domain-shift process, x0 regression, DoSSR Eq. 8) with accelerate and EMA."""
+"""Train a DoSSR, ResShift or prior model (x0 regression, DoSSR Eq. 8 / ResShift Eq. 11) with accelerate and EMA."""
 from __future__ import annotations
 
 import math
@@ -11,12 +11,12 @@ from accelerate.utils import set_seed
 from ema_pytorch import EMA
 from tqdm.auto import tqdm
 
-from ..bundle import SamplerDefaults, save_bundle, settings_for
+from ..bundle import save_bundle, settings_for
 from ..data.pairs import BicubicPairs, load_training_images
 from ..denoisers.codecs import SpaceToDepthCodec
-from ..networks import ShiftNet
-from ..processes import DomainShiftProcess
+from ..denoisers.prediction import PredictionDenoiser
 from .config import TrainConfig
+from .models import build_network, build_training_process, shipped_sampler, training_horizon
 
 
 class Progress:
@@ -52,13 +52,13 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "train_config.json")
-    process = DomainShiftProcess(beta_schedule=cfg.beta_schedule, t1=cfg.t1)
+    process = build_training_process(cfg)
     codec = SpaceToDepthCodec(factor=cfg.scale)
-    net = ShiftNet(in_channels=codec.channels, cond_channels=codec.channels, out_channels=codec.channels,
-                   channels=cfg.channels, num_blocks=cfg.num_blocks)
+    net = build_network(cfg, codec.channels)
     ema = EMA(net, beta=cfg.ema_beta, update_after_step=100, update_every=1)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     net, optimizer = accelerator.prepare(net, optimizer)
+    denoiser = PredictionDenoiser(net, process=process, prediction_type=cfg.prediction)
     progress = Progress()
     accelerator.register_for_checkpointing(ema, progress)
     checkpoint = out / "checkpoint"
@@ -72,14 +72,15 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
     started = time.time()
     while progress.step < cfg.iterations:
         x0, xh = (to_model_space(images, codec).to(accelerator.device) for images in next(pairs))
-        # 1. draw t on (0, t1] and x_t from the domain-shift marginal (Eq. 2)
-        t = process.training_times(cfg.batch, generator=noise_gen, t_max=process.t1)
+        xh = None if cfg.model == "prior" else xh
+        # 1. draw t and x_t from the process marginal (DoSSR Eq. 2 below t1, ResShift Eq. 2, or VP)
+        t = process.training_times(cfg.batch, generator=noise_gen, t_max=training_horizon(cfg, process))
         noise = torch.randn(x0.shape, generator=noise_gen).to(x0.device)
         x_t = process.marginal(x0, xh, t, noise)
-        # 2. regress x0 (the network predicts the residual x0 - xh)
+        # 2. regress x0 through the network's parametrisation (residual x0 - xh, or x0 itself)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(progress.step, cfg)
-        loss = torch.nn.functional.mse_loss(net(x_t, t.to(x0.device), xh), x0 - xh)
+        loss = torch.nn.functional.mse_loss(denoiser(x_t, t.to(x0.device), xh), x0)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -102,10 +103,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
 def export(ema: EMA, process, cfg: TrainConfig, folder: Path) -> None:
     """Save the EMA network as a model bundle with its settings."""
     net = ema.ema_model
-    save_bundle(folder, net, settings_for(net, process, scale=cfg.scale, prediction_type="residual",
+    save_bundle(folder, net, settings_for(net, process, scale=cfg.scale, prediction_type=cfg.prediction,
                                           codec={"kind": "space_to_depth", "factor": cfg.scale},
-                                          sampler=SamplerDefaults(method="dossr", steps=5, order=3,
-                                                                  samples=cfg.default_samples)))
+                                          sampler=shipped_sampler(cfg)))
 
 
 def main(argv: list[str] | None = None) -> None:

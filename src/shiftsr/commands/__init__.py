@@ -1,0 +1,1 @@
+"""Subcommands of `shiftsr` that live in their own modules; registered in shiftsr.cli."""

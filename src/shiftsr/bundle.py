@@ -26,12 +26,13 @@ class SamplerDefaults:
 
 @dataclass
 class BundleSettings:
-    """Everything but the weights: process, codec, prediction type, scale and default sampler."""
+    """Everything but the weights: process, codec, prediction type, scale, LR preprocessor and default sampler."""
 
     network: str
     process: dict
     scale: int
     prediction_type: str = "residual"
+    preprocessor: str = "bicubic"
     codec: dict = field(default_factory=lambda: {"kind": "space_to_depth", "factor": 4})
     sampler: SamplerDefaults = field(default_factory=SamplerDefaults)
 

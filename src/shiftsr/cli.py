@@ -52,6 +52,8 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
               show_default=True, help="Output folder, created if missing.")
 @click.option("-m", "--model", default="default", show_default=True,
               help="Bundled model name (see `shiftsr models`) or model folder.")
+@click.option("-p", "--preset", help="A named preset (see `shiftsr models`): its model and sampler; "
+                                     "--method/--steps/--order/--samples still override it.")
 @click.option("-s", "--scale", type=click.FloatRange(min=0, min_open=True), show_default="the model's",
               help="Upscaling factor.")
 @click.option("--method", show_default="the model's",
@@ -80,7 +82,7 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-file messages; errors are still printed.")
 @click.pass_context
 def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str, ...], output: Path, model: str,
-            scale: float | None, method: str | None, steps: int | None, order: int | None,
+            preset: str | None, scale: float | None, method: str | None, steps: int | None, order: int | None,
             samples: int | None, seed: int, tile: int,
             tile_overlap: int | None, device: str, fp32: bool | None, suffix: str, ext: str, overwrite: bool,
             as_json: bool, quiet: bool) -> None:
@@ -88,6 +90,8 @@ def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str,
     patterns = [*inputs, *more_inputs]
     if not patterns:
         raise click.UsageError("no inputs; give image files, folders or globs")
+    if preset is not None:
+        model = check_preset(preset, model)
     overlap = min(DEFAULT_OVERLAP, tile // 2) if tile_overlap is None else tile_overlap
     if tile and overlap >= tile:
         raise click.BadParameter(f"{overlap} is not smaller than --tile {tile}; allowed: 0 to {tile - 1}",
@@ -115,6 +119,19 @@ def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str,
     failed = run_files(pipe, files, output, suffix=suffix, ext=ext, overwrite=overwrite, job=job, tiling=tiling,
                        as_json=as_json, quiet=quiet)
     ctx.exit(1 if failed else 0)
+
+
+def check_preset(preset: str, model: str) -> str:
+    """The model name a --preset stands for (the pipeline resolves it); a usage error if unknown or beside --model."""
+    from .presets import presets
+
+    names = presets()
+    if preset not in names:
+        raise click.BadParameter(f"{preset!r} is not a preset; allowed: {', '.join(names) or 'none'}",
+                                 param_hint="--preset")
+    if model != "default":
+        raise click.UsageError("give --preset or --model, not both")
+    return preset
 
 
 def to_model_pixels(pixels: int, ratio: float) -> int:
@@ -210,32 +227,53 @@ def report_error(message: str) -> None:
 
 @main.command()
 def models() -> None:
-    """List the bundled models with their scale and default sampler."""
+    """List the presets and the bundled models with their scale and default sampler."""
     from .bundle import SETTINGS_FILE, BundleSettings
     from .pipeline import bundled_models, resolve_model
+    from .presets import presets
 
-    names = bundled_models()
-    if not names:
+    rows = []
+    for name in bundled_models():
+        settings = BundleSettings.from_dict(json.loads((resolve_model(name) / SETTINGS_FILE).read_text()))
+        rows.append((name, "model", settings.scale, settings.sampler, f"LR -> {settings.preprocessor}"))
+    for preset in presets().values():
+        settings = BundleSettings.from_dict(json.loads((resolve_model(preset.model) / SETTINGS_FILE).read_text()))
+        rows.append((preset.name, f"preset: {preset.model}", settings.scale, preset.apply(settings.sampler),
+                     preset.description))
+    if not rows:
         click.echo("no bundled models; pass a model folder with --model PATH")
         return
-    click.echo(f"{'name':<16}{'scale':<7}{'method':<12}{'steps':<7}{'order':<7}samples")
-    for name in names:
-        settings = BundleSettings.from_dict(json.loads((resolve_model(name) / SETTINGS_FILE).read_text()))
-        sampler = settings.sampler
-        click.echo(f"{name:<16}{'x' + str(settings.scale):<7}{sampler.method:<12}{sampler.steps:<7}{sampler.order:<7}"
-                   f"{sampler.samples}")
+    click.echo(f"{'name':<12}{'kind':<22}{'scale':<7}{'method':<8}{'steps':<7}{'order':<7}{'samples':<9}notes")
+    for name, kind, scale, sampler, notes in rows:
+        click.echo(f"{name:<12}{kind:<21} {'x' + str(scale):<7}{sampler.method:<8}{sampler.steps:<7}"
+                   f"{sampler.order:<7}{sampler.samples:<9}{notes}")
 
 
-@main.command()
+@main.command(epilog="Exit status: 0 trained, 1 damaged checkpoint or failed write, 2 bad recipe, data or output "
+                     "folder. Recipes: configs/*.yaml; every key is in shiftsr.training.config.")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint when it exists.")
-def train(config: Path, resume: bool) -> None:
-    """Train a DoSSR model from a JSON recipe (for many GPUs: accelerate launch -m shiftsr.training.train)."""
+@click.pass_context
+def train(ctx: click.Context, config: Path, resume: bool) -> None:
+    """Train a model from a YAML or JSON recipe (many GPUs or nodes: accelerate launch -m shiftsr.training.train)."""
     from .training.config import TrainConfig
+    from .training.train import RUN_ERRORS, USAGE_ERRORS
     from .training.train import train as run_training
 
     try:
-        recipe = TrainConfig.load(config)
-    except (ValueError, TypeError) as error:
-        raise click.BadParameter(str(error), param_hint="CONFIG") from error
-    click.echo(run_training(recipe, resume=resume))
+        click.echo(run_training(TrainConfig.load(config), resume=resume))
+    except USAGE_ERRORS + RUN_ERRORS as error:
+        report_error(str(error))
+        ctx.exit(2 if isinstance(error, USAGE_ERRORS) else 1)
+
+
+def register_commands() -> None:
+    """Attach the subcommands that live in their own modules (each imports torch only when it runs)."""
+    from .commands.degrade import degrade
+    from .commands.metrics import metrics
+
+    main.add_command(degrade)
+    main.add_command(metrics)
+
+
+register_commands()

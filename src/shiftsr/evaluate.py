@@ -1,34 +1,58 @@
-"""Benchmark evaluation: PSNR/SSIM on the Y channel against HR, beside MATLAB-bicubic upscaling."""
+"""Benchmark evaluation: any metrics of a model's upscales against HR, beside MATLAB-bicubic upscaling."""
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .data.imresize import imresize
 from .imageio import read_image
 from .metrics import psnr_y, ssim_y
 
+Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
-def evaluate_pairs(pipe, hr_dir: Path, lr_dir: Path, *, scale: int, **sample_kwargs) -> dict:
-    """Mean PSNR-Y/SSIM-Y (border = scale) of the pipeline and of bicubic over HR/LR files matched by name."""
-    names = sorted(p.name for p in Path(hr_dir).iterdir() if (Path(lr_dir) / p.name).is_file())
-    if not names:
-        raise FileNotFoundError(f"{hr_dir}: no HR files with a same-named LR file in {lr_dir}")
-    rows = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": [], "seconds": []}
-    for name in names:
-        hr, lr = read_image(Path(hr_dir) / name).rgb, read_image(Path(lr_dir) / name).rgb
+
+def default_metrics(scale: int) -> dict[str, Metric]:
+    """PSNR-Y and SSIM-Y with the benchmark's border crop of `scale` pixels."""
+    return {"psnr": lambda sr, hr: psnr_y(sr, hr, border=scale), "ssim": lambda sr, hr: ssim_y(sr, hr, border=scale)}
+
+
+def matched_names(hr_dir: Path, lr_dir: Path) -> list[str]:
+    """The file names present in both folders; a name in only one of them is an error naming every such file."""
+    hr_names = {p.name for p in Path(hr_dir).iterdir() if p.is_file()}
+    lr_names = {p.name for p in Path(lr_dir).iterdir() if p.is_file()}
+    problems = [f"{Path(hr_dir) / n}: no LR file of that name" for n in sorted(hr_names - lr_names)]
+    problems += [f"{Path(lr_dir) / n}: no HR file of that name" for n in sorted(lr_names - hr_names)]
+    if problems:
+        raise ValueError("HR and LR folders do not match:\n" + "\n".join(problems))
+    if not hr_names:
+        raise FileNotFoundError(f"{hr_dir}: no images")
+    return sorted(hr_names)
+
+
+def evaluate_pairs(pipe, hr_dir: Path, lr_dir: Path, *, scale: int, metrics: dict[str, Metric] | None = None,
+                   **sample_kwargs) -> dict:
+    """Mean of every metric (and seconds per image) for the pipeline and for bicubic, over matched HR/LR files."""
+    metrics = metrics or default_metrics(scale)
+    rows: dict[str, list[float]] = {"seconds": []}
+    for name in matched_names(hr_dir, lr_dir):
+        hr, lr = read_image(Path(hr_dir) / name).rgb[None], read_image(Path(lr_dir) / name).rgb[None]
+        if tuple(hr.shape[-2:]) != (lr.shape[-2] * scale, lr.shape[-1] * scale):
+            raise ValueError(f"{Path(lr_dir) / name}: LR {tuple(lr.shape[-2:])} times {scale} is not the HR size "
+                             f"{tuple(hr.shape[-2:])}")
         started = time.perf_counter()
-        sr = pipe(lr, scale=scale, **sample_kwargs)[0]
+        sr = pipe(lr, scale=scale, **sample_kwargs)
         rows["seconds"].append(time.perf_counter() - started)
         bicubic = imresize(lr, scale=scale).clamp(0, 1)
-        for key, image in (("", sr), ("bicubic_", bicubic)):
-            rows[key + "psnr"].append(psnr_y(image, hr, border=scale))
-            rows[key + "ssim"].append(ssim_y(image, hr, border=scale))
-    return {"images": len(names), **{k: float(np.mean(v)) for k, v in rows.items()}}
+        for prefix, image in (("", sr), ("bicubic_", bicubic)):
+            for key, metric in metrics.items():
+                rows.setdefault(prefix + key, []).append(float(metric(image, hr)))
+    return {"images": len(rows["seconds"]), **{k: float(np.mean(v)) for k, v in rows.items()}}
 
 
 def main(argv: list[str] | None = None) -> None:

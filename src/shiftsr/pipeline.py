@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from importlib import resources
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .denoisers.codecs import IdentityCodec, SpaceToDepthCodec
 from .denoisers.prediction import PredictionDenoiser
 from .denoisers.tiling import TiledDenoiser, auto_tile_size
 from .methods import methods_for, run_method
+from .presets import presets
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SAMPLE_SEED_STRIDE = 1_000_003  # seed of sample k = seed + k * stride, so sample 0 is the plain seed
@@ -38,8 +40,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
         return path
     if str(name_or_path) in bundled_models():
         return Path(str(resources.files("shiftsr") / "weights" / str(name_or_path)))
-    names = ", ".join(bundled_models()) or "none"
-    raise FileNotFoundError(f"{name_or_path}: no such model folder; bundled models: {names}")
+    names = ", ".join([*presets(), *bundled_models()]) or "none"
+    raise FileNotFoundError(f"{name_or_path}: no such model folder; presets and bundled models: {names}")
 
 
 def build_codec(spec: dict):
@@ -76,14 +78,21 @@ class ShiftSRPipeline:
         self.net = net.to(self.device, memory_format=torch.channels_last).eval()
         self.process = rebuild_process(settings)
         self.codec = build_codec(settings.codec)
+        self.preprocess = None
+        if settings.preprocessor != "bicubic":
+            from .preprocess import build_preprocessor  # the RRDB loads only for models that use it
+            self.preprocess = build_preprocessor(settings.preprocessor, self.device)
         self.denoiser = PredictionDenoiser(self._network, process=self.process,
                                            prediction_type=settings.prediction_type)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "default", *, device: str | None = None,
                         dtype: torch.dtype = torch.float32) -> ShiftSRPipeline:
-        """Load a bundled model by name or a model folder by path."""
-        net, settings = load_bundle(resolve_model(name_or_path))
+        """Load a preset or a bundled model by name, or a model folder by path."""
+        preset = presets().get(str(name_or_path))
+        net, settings = load_bundle(resolve_model(preset.model if preset else name_or_path))
+        if preset:
+            settings = dataclasses.replace(settings, sampler=preset.apply(settings.sampler))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(net, settings, device=device, dtype=dtype)
 
@@ -127,7 +136,7 @@ class ShiftSRPipeline:
         method, steps, order, samples = self.sampler_settings(method=method, steps=steps, order=order,
                                                               samples=samples).values()
         lr = to_batch(image).to(self.device)
-        xh = self.codec.encode(imresize(lr, scale=self.scale).clamp(0, 1) * 2 - 1)
+        xh = self.codec.encode(self.source_image(lr) * 2 - 1)
         start = None if start is None else start.to(self.device)
         denoiser = self._tiled(xh, tile, tile_overlap)
         total = 0.0
@@ -144,6 +153,12 @@ class ShiftSRPipeline:
             size = (round(lr.shape[-2] * scale), round(lr.shape[-1] * scale))
             out = imresize(out, size=size).clamp(0, 1)
         return out
+
+    def source_image(self, lr: Tensor) -> Tensor:
+        """The LR brought to the model's scale: MATLAB bicubic, or the model's preprocessor (DoSSR's source domain)."""
+        if self.preprocess is None:
+            return imresize(lr, scale=self.scale).clamp(0, 1)
+        return self.preprocess(lr)
 
     def _tiled(self, xh: Tensor, tile: int, overlap: int):
         """The denoiser, tiled when the image is larger than the tile (tile in model-space pixels; 0 = auto)."""

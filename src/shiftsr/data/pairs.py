@@ -14,19 +14,34 @@ from .imresize import bicubic_degrade, imresize
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def load_training_images(roots: list[str | Path], *, min_side: int) -> list[Tensor]:
-    """Every image under the roots (recursive) with both sides >= min_side, as uint8 3xHxW tensors."""
-    files = sorted(p for root in roots for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+def find_images(root: str | Path) -> list[Path]:
+    """The image files under root (recursive, sorted); a missing folder or one without images is an error naming it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data folder {'is not a folder' if root.exists() else 'does not exist'}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise FileNotFoundError(f"no training images under {', '.join(map(str, roots))}")
-    images = []
-    for path in files:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"))
+        raise FileNotFoundError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder or below")
+    return files
+
+
+def load_training_images(roots: list[str | Path], *, min_side: int) -> list[Tensor]:
+    """Images under the roots (each sorted by path) with both sides >= min_side, uint8 3xHxW; names unreadable files."""
+    images, unreadable = [], []
+    for path in (path for root in roots for path in find_images(root)):
+        try:
+            with Image.open(path) as im:
+                array = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            unreadable.append(f"{path} ({' '.join(str(error).split())})")
+            continue
         if min(array.shape[:2]) >= min_side:
             images.append(torch.from_numpy(array.copy()).permute(2, 0, 1))
+    if unreadable:
+        listed = "; ".join(unreadable[:5]) + (f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+        raise ValueError(f"{len(unreadable)} training image(s) cannot be read: {listed}")
     if not images:
-        raise ValueError(f"no training image has both sides >= {min_side} px")
+        raise ValueError(f"no training image under {', '.join(map(str, roots))} has both sides >= {min_side} px")
     return images
 
 

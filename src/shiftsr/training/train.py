@@ -2,42 +2,42 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from ema_pytorch import EMA
 from tqdm.auto import tqdm
 
-from ..bundle import save_bundle, settings_for
+from ..bundle import BundleSettings, save_bundle
 from ..data.pairs import BicubicPairs, load_training_images
+from ..data.pool import PoolPairs, load_pool
+from ..metrics.stlpips import STLPIPS
 from ..denoisers.codecs import SpaceToDepthCodec
 from ..denoisers.prediction import PredictionDenoiser
-from .config import TrainConfig
-from .models import build_network, build_training_process, shipped_sampler, training_horizon
+from .checkpoints import CheckpointError, TrainState, load_checkpoint, save_checkpoint
+from .config import ConfigError, OptimConfig, TrainConfig
+from .files import replace_folder, staging_folder
+from .models import build_network, build_training_process, bundle_settings, training_horizon
+from .runlog import RunLog
+from .validation import HeldOutSet, split_held_out
+
+USAGE_ERRORS = (ConfigError, FileExistsError)  # a recipe or output folder that cannot start: exit status 2
+RUN_ERRORS = (CheckpointError, OSError)  # a damaged checkpoint or a failed write: exit status 1
 
 
-class Progress:
-    """The step counter, saved with every checkpoint so a run resumes where it stopped."""
-
-    def __init__(self):
-        self.step = 0
-
-    def state_dict(self) -> dict:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = state["step"]
-
-
-def learning_rate(step: int, cfg: TrainConfig) -> float:
+def learning_rate(step: int, optim: OptimConfig) -> float:
     """Linear warm-up then cosine decay to lr_min."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    done = (step - cfg.warmup) / max(1, cfg.iterations - cfg.warmup)
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(done, 1.0)))
+    if step < optim.warmup:
+        return optim.lr * (step + 1) / optim.warmup
+    done = (step - optim.warmup) / max(1, optim.iterations - optim.warmup)
+    return optim.lr_min + 0.5 * (optim.lr - optim.lr_min) * (1 + math.cos(math.pi * min(done, 1.0)))
 
 
 def to_model_space(images: torch.Tensor, codec) -> torch.Tensor:
@@ -45,78 +45,196 @@ def to_model_space(images: torch.Tensor, codec) -> torch.Tensor:
     return codec.encode(images * 2 - 1)
 
 
+def training_loss(denoiser: PredictionDenoiser, process, cfg: TrainConfig, x0: torch.Tensor, xh: torch.Tensor | None,
+                  generator: torch.Generator, device: torch.device, perceptual=None, codec=None) -> torch.Tensor:
+    """DoSSR Eq. 8 / ResShift Eq. 11: MSE to x0 of the net at x_t ~ q(x_t | x0, xh), drawn on the CPU, net on device.
+
+    With a perceptual network, optim.stlpips_weight times its ST-LPIPS between decoded prediction and x0 is added.
+    """
+    t = process.training_times(len(x0), generator=generator, t_max=training_horizon(cfg, process))
+    x_t = process.marginal(x0, xh, t, torch.randn(x0.shape, generator=generator))
+    xh = None if xh is None else xh.to(device)
+    x0 = x0.to(device)
+    prediction = denoiser(x_t.to(device), t.to(device), xh)
+    loss = F.mse_loss(prediction, x0)
+    if perceptual is None:
+        return loss
+    images = [(codec.decode(v) + 1) / 2 for v in (prediction, x0)]
+    return loss + cfg.optim.stlpips_weight * perceptual(images[0].clamp(0, 1), images[1]).mean()
+
+
+def load_data(cfg: TrainConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(training, held-out) images; a missing, empty or unreadable data folder is a ConfigError naming it."""
+    try:
+        images = load_training_images(cfg.data.folders, min_side=cfg.data.patch)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(f"data.folders: {error}") from None
+    try:
+        return split_held_out(images, cfg.data.val_images)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def pool_of(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The recipe's pair pool; an unreadable one is a ConfigError naming it."""
+    try:
+        return load_pool(cfg.data.pool)
+    except ValueError as error:
+        raise ConfigError(f"data.pool: {error}") from None
+
+
+def check_output(out: Path, resume: bool) -> None:
+    """Refuse to start afresh in a folder that holds an earlier run (its checkpoint or model) unless resuming."""
+    if not resume and any((out / name).exists() for name in ("checkpoint", "model")):
+        raise FileExistsError(f"{out}: holds an earlier run; pass --resume to continue it, or delete the folder "
+                              "or set run.output to start a new one")
+
+
+def export(net: torch.nn.Module, settings: BundleSettings, folder: Path) -> None:
+    """Save the EMA network as a model bundle, written beside folder and then swapped in."""
+    staging = staging_folder(folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    save_bundle(staging, net, settings)
+    replace_folder(staging, folder)
+
+
+class Trainer:
+    """One run's parts (accelerator, network, EMA, optimizer, random streams, log) and the steps that use them."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool):
+        cfg.check()
+        self.cfg, o, self.out = cfg, cfg.optim, Path(cfg.run.output)
+        train_images, val_images = load_data(cfg)
+        check_output(self.out, resume)
+        self.accelerator = accelerator = Accelerator(gradient_accumulation_steps=o.grad_accum,
+                                                     mixed_precision=o.mixed_precision)
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if accelerator.num_processes != launched:
+            raise ConfigError(f"{launched} processes were launched but accelerate joined {accelerator.num_processes};"
+                              " without GPUs set ACCELERATE_USE_CPU=1 so that they train together on the CPUs")
+        self.main = accelerator.is_main_process
+        set_seed(cfg.run.seed)
+        self.process = build_training_process(cfg)
+        self.codec = SpaceToDepthCodec(factor=cfg.data.scale)
+        net = build_network(cfg, self.codec.channels)
+        self.settings = bundle_settings(cfg, self.process, net)
+        self.ema = EMA(net, beta=o.ema_beta, update_after_step=o.ema_start, update_every=1)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        self.net, self.optimizer = accelerator.prepare(net, optimizer)
+        self.denoiser = PredictionDenoiser(self.net, process=self.process, prediction_type=cfg.model.prediction)
+        pairs = (PoolPairs(pool_of(cfg), batch=cfg.data.batch) if cfg.data.pool else
+                 BicubicPairs(train_images, patch=cfg.data.patch, scale=cfg.data.scale, batch=cfg.data.batch))
+        self.perceptual = (STLPIPS(o.stlpips_net).to(accelerator.device) if o.stlpips_weight > 0 else None)
+        self.batches = iter(pairs)
+        self.state = TrainState({"data": pairs.generator, "noise": torch.Generator()}, seed=cfg.run.seed,
+                                rank=accelerator.process_index, world_size=accelerator.num_processes)  # seeds both
+        accelerator.register_for_checkpointing(self.ema, self.state)
+        resumed = resume and load_checkpoint(accelerator, self.out / "checkpoint", cfg.to_dict())
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out / "train_config.yaml")
+        self.log = RunLog(self.out / "log.jsonl", enabled=self.main, keep_until=self.state.step if resumed else None)
+        world, batch = accelerator.num_processes, cfg.data.batch
+        self.log.write("start", step=self.state.step, world_size=world, grad_accum=o.grad_accum, batch=batch,
+                       effective_batch=batch * o.grad_accum * world, mixed_precision=o.mixed_precision,
+                       device=str(accelerator.device),
+                       train_images=len(train_images), val_images=len(val_images), resumed=resumed,
+                       exact_resume=self.state.exact)
+        if not self.state.exact and self.main:
+            tqdm.write(f"{self.out / 'checkpoint'}: has no random streams for {accelerator.num_processes} "
+                       "process(es); reseeded them, so this resume is not bit-identical to an uninterrupted run",
+                       file=sys.stderr)
+        self.held_out = HeldOutSet(val_images, patch=cfg.data.val_patch, scale=cfg.data.scale) if val_images else None
+
+    def optimizer_step(self) -> torch.Tensor:
+        """One AdamW step on grad_accum micro-batches per process (gradients averaged over all); their summed loss."""
+        cfg, accelerator, total = self.cfg, self.accelerator, 0
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.state.step, cfg.optim)
+        for _ in range(cfg.optim.grad_accum):
+            x0, xh = (to_model_space(images, self.codec) for images in next(self.batches))
+            with accelerator.accumulate(self.net):
+                loss = training_loss(self.denoiser, self.process, cfg, x0, None if cfg.model.kind == "prior" else xh,
+                                     self.state.streams["noise"], accelerator.device, self.perceptual, self.codec)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            total = total + loss.detach()
+        self.ema.update()
+        self.state.step += 1
+        return total
+
+    def save(self) -> None:
+        """Checkpoint (every process takes part), then export the EMA model (main process)."""
+        save_checkpoint(self.accelerator, self.state, self.out / "checkpoint", self.cfg.to_dict())
+        if self.main:
+            export(self.ema.ema_model, self.settings, self.out / "model")
+
+    def validate(self) -> dict:
+        """{"val_psnr_y": ...} of the EMA model on the held-out crops (main process; empty without held-out images)."""
+        if not (self.held_out and self.main):
+            return {}
+        return {"val_psnr_y": self.held_out.psnr_y(self.ema.ema_model, self.settings, self.accelerator.device)}
+
+    def run(self) -> Path:
+        """Train up to optim.iterations, logging, checkpointing and validating on the way; the exported model."""
+        o, r, state = self.cfg.optim, self.cfg.run, self.state
+        started = time.time() - state.seconds
+        loss_sum, loss_count, loss = torch.zeros((), device=self.accelerator.device), 0, None
+        with tqdm(total=o.iterations, initial=state.step, disable=not self.main, desc="training") as bar:
+            while state.step < o.iterations:
+                loss_sum, loss_count = loss_sum + self.optimizer_step(), loss_count + o.grad_accum
+                state.seconds = time.time() - started
+                bar.update()
+                done = state.step == o.iterations
+                if state.step % r.log_every == 0 or done:
+                    loss = self.accelerator.reduce(loss_sum / loss_count, "mean").item()
+                    loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.log.write("train", step=state.step, loss=loss, lr=lr, seconds=round(state.seconds, 3))
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.1e}")
+                if state.step % r.checkpoint_every == 0 or done:
+                    self.save()
+                if r.validate_every and state.step % r.validate_every == 0 and not done and self.held_out:
+                    self.log.write("val", step=state.step, **self.validate())
+        if self.main and not (self.out / "model").exists():  # a run of zero iterations still leaves a model
+            export(self.ema.ema_model, self.settings, self.out / "model")
+        final = self.validate()
+        if final:
+            self.log.write("val", step=state.step, **final)
+        self.log.write("end", step=state.step, loss=loss, seconds=round(state.seconds, 3),
+                       model=str(self.out / "model"), **final)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+        return self.out / "model"
+
+
 def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
     """Run (or resume) training; return the folder of the exported EMA model."""
-    accelerator = Accelerator()
-    set_seed(cfg.seed)
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "train_config.json")
-    process = build_training_process(cfg)
-    codec = SpaceToDepthCodec(factor=cfg.scale)
-    net = build_network(cfg, codec.channels)
-    ema = EMA(net, beta=cfg.ema_beta, update_after_step=100, update_every=1)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    net, optimizer = accelerator.prepare(net, optimizer)
-    denoiser = PredictionDenoiser(net, process=process, prediction_type=cfg.prediction)
-    progress = Progress()
-    accelerator.register_for_checkpointing(ema, progress)
-    checkpoint = out / "checkpoint"
-    if resume and checkpoint.is_dir():
-        accelerator.load_state(str(checkpoint))
-    images = load_training_images(cfg.data, min_side=cfg.patch)
-    pairs = iter(BicubicPairs(images, patch=cfg.patch, scale=cfg.scale, batch=cfg.batch,
-                              seed=cfg.seed + accelerator.process_index + 1000 * progress.step))
-    noise_gen = torch.Generator().manual_seed(cfg.seed + 7919 * (progress.step + 1))
-    bar = tqdm(total=cfg.iterations, initial=progress.step, disable=not accelerator.is_main_process)
-    started = time.time()
-    while progress.step < cfg.iterations:
-        x0, xh = (to_model_space(images, codec).to(accelerator.device) for images in next(pairs))
-        xh = None if cfg.model == "prior" else xh
-        # 1. draw t and x_t from the process marginal (DoSSR Eq. 2 below t1, ResShift Eq. 2, or VP)
-        t = process.training_times(cfg.batch, generator=noise_gen, t_max=training_horizon(cfg, process))
-        noise = torch.randn(x0.shape, generator=noise_gen).to(x0.device)
-        x_t = process.marginal(x0, xh, t, noise)
-        # 2. regress x0 through the network's parametrisation (residual x0 - xh, or x0 itself)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(progress.step, cfg)
-        loss = torch.nn.functional.mse_loss(denoiser(x_t, t.to(x0.device), xh), x0)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        optimizer.step()
-        ema.update()
-        progress.step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
-        if progress.step % cfg.checkpoint_every == 0 or progress.step == cfg.iterations:
-            accelerator.wait_for_everyone()
-            accelerator.save_state(str(checkpoint))
-            if accelerator.is_main_process:
-                export(ema, process, cfg, out / "model")
-                (out / "log.txt").open("a").write(
-                    f"step {progress.step} loss {loss.item():.5f} seconds {time.time() - started:.0f}\n")
-    bar.close()
-    return out / "model"
-
-
-def export(ema: EMA, process, cfg: TrainConfig, folder: Path) -> None:
-    """Save the EMA network as a model bundle with its settings."""
-    net = ema.ema_model
-    save_bundle(folder, net, settings_for(net, process, scale=cfg.scale, prediction_type=cfg.prediction,
-                                          codec={"kind": "space_to_depth", "factor": cfg.scale},
-                                          sampler=shipped_sampler(cfg)))
+    return Trainer(cfg, resume=resume).run()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """accelerate launch -m shiftsr.training.train CONFIG.json [--resume] (one process, or one per GPU)."""
+    """accelerate launch -m shiftsr.training.train CONFIG [--resume]: one process, one per GPU, or several nodes."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("config", help="training recipe as JSON (see TrainConfig)")
+    from accelerate import PartialState
+
+    parser = argparse.ArgumentParser(description=main.__doc__, epilog=(
+        "Several CPU processes (no GPU): ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N "
+        "-m shiftsr.training.train CONFIG (accelerate launch --cpu starts a single process)."))
+    parser.add_argument("config", help="training recipe, .yaml or .json (see shiftsr.training.config.TrainConfig)")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint if present")
     args = parser.parse_args(argv)
-    print(train(TrainConfig.load(args.config), resume=args.resume))
+    try:
+        folder = train(TrainConfig.load(args.config), resume=args.resume)
+    except USAGE_ERRORS + RUN_ERRORS as error:
+        print(f"shiftsr train: error: {' '.join(str(error).split())}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, USAGE_ERRORS) else 1)
+    if PartialState().is_main_process:
+        print(folder)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
+
+from .base import MetricInfo, PairMetric
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 _SSIM_WINDOW, _SSIM_SIGMA, _SSIM_K1, _SSIM_K2 = 11, 1.5, 0.01, 0.03
@@ -73,3 +77,27 @@ def _gaussian_window(device: torch.device) -> torch.Tensor:
 
 def _unbatch(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values[0] if like.ndim == 3 else values
+
+
+PSNR_INFO = MetricInfo("psnr", full_reference=True, lower_is_better=False, per_image=True,
+                       description="PSNR in dB on BT.601 luma (MATLAB rgb2ycbcr), 8-bit rounded, border cropped",
+                       options=("crop_border",))
+SSIM_INFO = MetricInfo("ssim", full_reference=True, lower_is_better=False, per_image=True,
+                       description="SSIM (Wang et al. 2004) on BT.601 luma, 8-bit rounded, border cropped",
+                       options=("crop_border",))
+
+
+class LumaMetric(PairMetric):
+    """psnr_y or ssim_y as a registry metric, computed in float64 on the inputs' device; crop_border px per side."""
+
+    def __init__(self, info: MetricInfo, function: Callable[..., torch.Tensor], *, device: str | torch.device = "cpu",
+                 crop_border: int = 0) -> None:
+        if not isinstance(crop_border, int) or isinstance(crop_border, bool) or crop_border < 0:
+            raise ValueError(f"crop_border must be a non-negative int, got {crop_border!r}")
+        self.info = info
+        self.crop_border = crop_border
+        self._function = function
+
+    def __call__(self, sr: torch.Tensor, hr: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_batches(sr, hr, same_size=True)
+        return self._function(sr, hr, border=self.crop_border).cpu()

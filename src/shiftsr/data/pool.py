@@ -1,0 +1,105 @@
+"""A fixed pool of degraded, preprocessed training pairs, for preprocessors too slow to run at every step on a CPU."""
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """[0, 1] float images to uint8, rounding as an 8-bit image file would."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def build_pool(stream: Iterator[tuple[Tensor, Tensor]], preprocess: Callable[[Tensor], Tensor], *,
+               count: int) -> dict[str, Tensor]:
+    """Draw count (hr, lr) pairs from the stream and keep (hr, preprocess(lr)) as uint8 tensors."""
+    hrs, xhs, total = [], [], 0
+    with tqdm(total=count, desc="pool") as bar:
+        while total < count:
+            hr, lr = next(stream)
+            hrs.append(to_uint8(hr))
+            xhs.append(to_uint8(preprocess(lr)))
+            total += len(hr)
+            bar.update(len(hr))
+    return {"hr": torch.cat(hrs)[:count], "xh": torch.cat(xhs)[:count]}
+
+
+def save_pool(path: str | Path, pool: dict[str, Tensor]) -> None:
+    """Write the pool as safetensors, atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    save_file(pool, str(partial))
+    os.replace(partial, path)
+
+
+def load_pool(path: str | Path) -> dict[str, Tensor]:
+    """Read a pool written by save_pool, checking it holds matching hr and xh stacks."""
+    try:
+        pool = load_file(str(path))
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable pair pool ({error})") from error
+    if set(pool) != {"hr", "xh"} or pool["hr"].shape != pool["xh"].shape or pool["hr"].dtype != torch.uint8:
+        raise ValueError(f"{path}: a pair pool holds uint8 'hr' and 'xh' stacks of one shape")
+    return pool
+
+
+class PoolPairs:
+    """Endless (hr, xh) batches in [0, 1] drawn from a pool with the 8 dihedral transforms."""
+
+    def __init__(self, pool: dict[str, Tensor], *, batch: int, seed: int = 0):
+        self.pool, self.batch = pool, batch
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        while True:
+            index = torch.randint(len(self.pool["hr"]), (self.batch,), generator=self.generator)
+            pair = torch.stack([self.pool["hr"][index], self.pool["xh"][index]]).float() / 255
+            flips = torch.randint(2, (self.batch,), generator=self.generator)
+            turns = torch.randint(4, (self.batch,), generator=self.generator)
+            out = torch.stack([torch.rot90(p.flip(-1) if f else p, int(k), dims=(-2, -1))
+                               for p, f, k in zip(pair.unbind(1), flips, turns)], dim=1)
+            yield out[0], out[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m shiftsr.data.pool --data DIR --preset realesrgan --preprocessor realesrgan_x4plus -o POOL."""
+    from .degradations import load_preset
+    from .pairs import load_training_images
+    from .real_pairs import RealPairs
+    from ..preprocess import build_preprocessor
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data", nargs="+", default=["../shared/data/train"])
+    parser.add_argument("--preset", default="realesrgan")
+    parser.add_argument("--preprocessor", default="realesrgan_x4plus")
+    parser.add_argument("--count", type=int, default=1024)
+    parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.output.exists():
+        raise SystemExit(f"{args.output}: exists; remove it first")
+    images = load_training_images(args.data, min_side=args.patch)
+    stream = iter(RealPairs(images, patch=args.patch, scale=args.scale, batch=8, seed=args.seed,
+                            config=load_preset(args.preset)))
+    save_pool(args.output, build_pool(stream, build_preprocessor(args.preprocessor, "cpu"), count=args.count))
+    print(args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,7 @@ from torch import Tensor
 
 def _interp(table: Tensor, t: Tensor) -> Tensor:
     """Piecewise-linear lookup of a table indexed by integer process time 0..len-1."""
-    t = t.to(torch.float64).clamp(0, len(table) - 1)
+    t = t.to(table.device, torch.float64).clamp(0, len(table) - 1)  # tables live on the CPU; t may not
     lo = t.floor().long().clamp(max=len(table) - 2)
     frac = t - lo
     return table[lo] * (1 - frac) + table[lo + 1] * frac
@@ -24,7 +24,7 @@ class GaussianProcess:
 
     def marginal(self, x0: Tensor, y: Tensor | None, t: Tensor, noise: Tensor) -> Tensor:
         """Draw x_t = a x0 + b y + s noise, with t of shape (B,) broadcast over the other axes."""
-        a, b, s = (c.to(x0.dtype).view(-1, *[1] * (x0.dim() - 1)) for c in self.coefficients(t))
+        a, b, s = (c.to(x0.device, x0.dtype).view(-1, *[1] * (x0.dim() - 1)) for c in self.coefficients(t))
         x_t = a * x0 + s * noise
         return x_t if y is None else x_t + b * y
 

@@ -241,11 +241,13 @@ def test_no_inputs_is_a_usage_error():
 @pytest.fixture
 def tiny_preset(tiny_model, monkeypatch):
     """A preset "sharp" over the tiny model: 2 steps, one sample."""
+    import shiftsr.pipeline as pipeline
     import shiftsr.presets as presets
 
     preset = presets.Preset(name="sharp", model=str(tiny_model), description="two steps",
                             sampler={"steps": 2, "samples": 1})
-    monkeypatch.setattr(presets, "presets", lambda: {"sharp": preset})
+    for module in (presets, pipeline):
+        monkeypatch.setattr(module, "presets", lambda: {"sharp": preset})
     return preset
 
 

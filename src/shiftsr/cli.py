@@ -232,12 +232,15 @@ def models() -> None:
     from .pipeline import bundled_models, resolve_model
     from .presets import presets
 
+    def settings_of(name: str) -> BundleSettings:
+        return BundleSettings.from_dict(json.loads((resolve_model(name) / SETTINGS_FILE).read_text()))
+
     rows = []
     for name in bundled_models():
-        settings = BundleSettings.from_dict(json.loads((resolve_model(name) / SETTINGS_FILE).read_text()))
+        settings = settings_of(name)
         rows.append((name, "model", settings.scale, settings.sampler, f"LR -> {settings.preprocessor}"))
     for preset in presets().values():
-        settings = BundleSettings.from_dict(json.loads((resolve_model(preset.model) / SETTINGS_FILE).read_text()))
+        settings = settings_of(preset.model)
         rows.append((preset.name, f"preset: {preset.model}", settings.scale, preset.apply(settings.sampler),
                      preset.description))
     if not rows:

@@ -246,10 +246,12 @@ def models() -> None:
     if not rows:
         click.echo("no bundled models; pass a model folder with --model PATH")
         return
-    click.echo(f"{'name':<12}{'kind':<22}{'scale':<7}{'method':<8}{'steps':<7}{'order':<7}{'samples':<9}notes")
-    for name, kind, scale, sampler, notes in rows:
-        click.echo(f"{name:<12}{kind:<21} {'x' + str(scale):<7}{sampler.method:<8}{sampler.steps:<7}"
-                   f"{sampler.order:<7}{sampler.samples:<9}{notes}")
+    table = [("name", "kind", "scale", "method", "steps", "order", "samples", "notes")]
+    table += [(name, kind, f"x{scale}", sampler.method, str(sampler.steps), str(sampler.order), str(sampler.samples),
+               notes) for name, kind, scale, sampler, notes in rows]
+    widths = [max(len(row[i]) for row in table) + 2 for i in range(len(table[0]) - 1)]
+    for row in table:
+        click.echo("".join(cell.ljust(width) for cell, width in zip(row, widths)) + row[-1])
 
 
 @main.command(epilog="Exit status: 0 trained, 1 damaged checkpoint or failed write, 2 bad recipe, data or output "

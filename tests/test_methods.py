@@ -65,3 +65,27 @@ def test_pinned_outputs(kind, method):
 def test_unknown_method_lists_the_allowed_ones():
     with pytest.raises(ValueError, match="allowed: dossr, dossr-ode, dpmpp-2m"):
         run(DomainShiftProcess, "resshift")
+
+
+def test_conditional_vp_methods_start_from_pure_noise_and_return_an_oracle_x0():
+    """SR3-style sampling: x_T ~ N(0, I) at T; an oracle x0-denoiser gives back x0 exactly (ddim, ddpm, dpmpp-2m)."""
+    from shiftsr.methods import methods_for, run_method
+    from shiftsr.processes import VPProcess
+
+    process = VPProcess(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    x0, xh = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    assert methods_for(process) == ("noise-injection",)
+    starts = []
+
+    def oracle(x, t, cond):
+        if not starts:
+            starts.append(x)
+        assert cond is xh
+        return x0
+
+    for method in methods_for(process, conditional=True):
+        starts.clear()
+        out = run_method(method, oracle, xh, process=process, steps=4, order=1, scale=4,
+                         generator=torch.Generator().manual_seed(0), conditional=True)
+        torch.testing.assert_close(out, x0)
+        torch.testing.assert_close(starts[0], torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)))

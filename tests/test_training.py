@@ -224,6 +224,12 @@ def test_prior_then_dossr_fine_tune_then_resshift(tmp_path):
     out = load(folder, device="cpu")(torch.rand(3, 8, 8))
     assert load_bundle(folder)[1].sampler.method == "resshift" and out.shape == (1, 3, 32, 32)
 
+    sr3 = fine.updated({"model": {"kind": "vp"}, "run": {"output": str(tmp_path / "vp")}})
+    pipe = load(train(sr3), device="cpu")
+    assert pipe.settings.process["kind"] == "vp" and pipe.methods == ("ddim", "ddpm", "dpmpp-2m")
+    assert pipe.settings.sampler.method == "ddim" and pipe.settings.sampler.steps == 50
+    assert pipe(torch.rand(3, 8, 8), steps=3).shape == (1, 3, 32, 32)
+
 
 def test_init_from_a_conditional_model_needs_the_same_network(tmp_path, tiny_model):
     same = tiny_config(tmp_path, iterations=2, model={"init_from": str(tiny_model)})

@@ -77,6 +77,7 @@ class ShiftSRPipeline:
         # channels-last convolutions run about a quarter faster on CPU (oneDNN) and on GPU tensor cores
         self.net = net.to(self.device, memory_format=torch.channels_last).eval()
         self.process = rebuild_process(settings)
+        self.conditional = net.config.get("cond_channels", 1) > 0  # an unconditional prior never sees the LR
         self.codec = build_codec(settings.codec)
         self.preprocess = None
         if settings.preprocessor != "bicubic":
@@ -104,7 +105,7 @@ class ShiftSRPipeline:
     @property
     def methods(self) -> tuple[str, ...]:
         """The sampling methods this model can run."""
-        return methods_for(self.process)
+        return methods_for(self.process, conditional=self.conditional)
 
     def _network(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """The network under the pipeline's dtype; its output back in float32 for the sampler."""
@@ -146,6 +147,7 @@ class ShiftSRPipeline:
                 generator = [torch.Generator().manual_seed(seed + k * SAMPLE_SEED_STRIDE) for _ in range(len(lr))]
                 x0 = run_method(method, denoiser, xh, process=self.process, steps=steps, order=order,
                                 scale=scale or self.scale, generator=generator, start=start,
+                                conditional=self.conditional,
                                 callback=lambda info: bar.update(1))
                 total = total + self.codec.decode(x0).float()
         out = ((total / samples + 1) / 2).clamp(0, 1).cpu()

@@ -14,7 +14,7 @@ from ..networks.shiftnet import COND_MODES
 from ..processes.vp import BETA_SCHEDULES
 from .files import write_text_atomic
 
-MODEL_KINDS = ("dossr", "prior", "resshift")
+MODEL_KINDS = ("dossr", "prior", "resshift", "vp")
 PREDICTIONS = ("residual", "sample")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 PREPROCESSORS = ("bicubic", "realesrgan_x4plus")
@@ -46,8 +46,9 @@ class DataConfig:
 class ModelConfig:
     """What is trained: kind, network parametrisation and size, and the sampler default it ships with.
 
-    kind: "dossr" (domain-shift process, DoSSR Eq. 8), "prior" (unconditional VP diffusion on HR images) or
-    "resshift" (ResShift Eq. 2, from scratch). prediction: "residual" (x0 - xh) or "sample" (x0).
+    kind: "dossr" (domain-shift process, DoSSR Eq. 8), "prior" (unconditional VP diffusion on HR images),
+    "resshift" (ResShift Eq. 2, from scratch) or "vp" (SR3-style VP diffusion conditioned on the LR, sampled
+    from pure noise: the baseline DoSSR compares with). prediction: "residual" (x0 - xh) or "sample" (x0).
     init_from: a model folder to start from: a prior (into cond_mode "branch") or a model of the same network.
     preprocessor: how the LR reaches the model's scale (DoSSR's source image); "realesrgan_x4plus" needs data.pool.
     """

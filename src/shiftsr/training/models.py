@@ -8,9 +8,9 @@ from .config import ConfigError, TrainConfig
 
 
 def build_training_process(cfg: TrainConfig):
-    """The forward process of a run: DoSSR's domain shift, the prior's VP path, or ResShift's residual shift."""
+    """The forward process of a run: DoSSR's domain shift, a VP path (prior or conditional), or ResShift's shift."""
     p = cfg.process
-    if cfg.model.kind == "prior":
+    if cfg.model.kind in ("prior", "vp"):
         return VPProcess(beta_schedule=p.beta_schedule, **_sd_betas(cfg))
     if cfg.model.kind == "resshift":
         return ResShiftProcess(num_steps=p.resshift_steps, kappa=p.kappa, power=p.power)
@@ -51,6 +51,8 @@ def shipped_sampler(cfg: TrainConfig) -> SamplerDefaults:
     """The sampler a trained model defaults to."""
     if cfg.model.kind == "prior":
         return SamplerDefaults(method="noise-injection", steps=10, order=1, samples=1)
+    if cfg.model.kind == "vp":
+        return SamplerDefaults(method="ddim", steps=50, order=1, samples=cfg.model.default_samples)
     if cfg.model.kind == "resshift":
         return SamplerDefaults(method="resshift", steps=cfg.process.resshift_steps, order=1,
                                samples=cfg.model.default_samples)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from diffusers import AutoencoderKL
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -19,7 +20,8 @@ from shiftsr.pipeline import load
 from shiftsr.training.checkpoints import CheckpointError
 from shiftsr.training.config import ConfigError, TrainConfig
 from shiftsr.training.models import build_network
-from shiftsr.training.train import train
+from shiftsr.training.tasks import AutoencoderTask
+from shiftsr.training.train import load_data, train
 
 
 @pytest.fixture(autouse=True)
@@ -155,9 +157,13 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_export(tmp_path, monkeypatc
     after = load_bundle(model)[0].state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     # the export is swapped in the same way: a failure while writing it leaves the last good model
-    monkeypatch.setattr(training, "save_bundle", lambda folder, *a: (folder.mkdir(), 1 / 0))
+    class FailingTask:
+        def export(self, net, folder):
+            folder.mkdir()
+            return 1 / 0
+
     with pytest.raises(ZeroDivisionError):
-        training.export(load_bundle(model)[0], load_bundle(model)[1], model)
+        training.export(FailingTask(), load_bundle(model)[0], model)
     monkeypatch.undo()
     assert all(torch.equal(before[k], v) for k, v in load_bundle(model)[0].state_dict().items())
     train(cfg.updated({"optim": {"iterations": 4}}), resume=True)
@@ -263,3 +269,40 @@ def test_training_from_a_pair_pool_with_a_perceptual_loss(tmp_path):
     settings = load_bundle(train(cfg))[1]
     assert settings.preprocessor == "realesrgan_x4plus"
     assert [r["step"] for r in records(tmp_path / "run", "train")] == [1, 2]
+
+
+def test_latent_space_an_autoencoder_then_every_diffusion_kind_in_its_latents(tmp_path):
+    """A tiny AutoencoderKL trained here is the codec of one real run per kind; bundles carry it and upscale."""
+    ae_cfg = tiny_config(tmp_path, iterations=2, output="ae", model={"kind": "autoencoder", "latent_channels": 3})
+    ae_folder = train(ae_cfg)
+    vae = AutoencoderKL.from_pretrained(ae_folder)
+    assert vae.config.latent_channels == 3 and 2 ** (len(vae.config.block_out_channels) - 1) == 4
+    crops = AutoencoderTask(ae_cfg, torch.device("cpu"), load_data(ae_cfg)[0]).scaling_crops
+    with torch.no_grad():  # the stored scaling factor gives unit-variance latents on the training crops
+        latents = vae.encode(crops * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+    assert latents.std().item() == pytest.approx(1.0, rel=1e-4)
+    assert [r["event"] for r in records(tmp_path / "ae")].count("val") >= 1
+
+    for kind, extra in (("prior", {"prediction": "sample"}), ("dossr", {}), ("resshift", {}), ("vp", {})):
+        cfg = ae_cfg.updated({"model": {"kind": kind, "codec": str(ae_folder), **extra},
+                              "run": {"output": str(tmp_path / kind)}})
+        folder = train(cfg)
+        net, settings = load_bundle(folder)
+        assert settings.codec == {"kind": "autoencoder_kl", "folder": "codec"} and net.config.in_channels == 3
+        assert (folder / "codec" / "config.json").is_file()
+        pipe = load(folder, device="cpu")
+        assert pipe.codec.channels == 3 and pipe.codec.scaling_factor == vae.config.scaling_factor
+        out = pipe(torch.rand(1, 3, 8, 12), steps=2, scale=None if kind != "prior" else 4)
+        assert out.shape == (1, 3, 32, 48) and torch.isfinite(out).all()
+
+
+def test_a_latent_recipe_names_a_bad_codec(tmp_path, tiny_model):
+    cfg = tiny_config(tmp_path, iterations=1, model={"codec": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match=f"model.codec: {tmp_path / 'nowhere'}: no autoencoder here"):
+        train(cfg)
+    ae = train(tiny_config(tmp_path, iterations=0, output="ae2", model={"kind": "autoencoder"},
+                           data={"scale": 2, "patch": 32, "val_patch": 32}))
+    with pytest.raises(ConfigError, match="down-samples by 2, but data.scale is 4"):
+        train(cfg.updated({"model": {"codec": str(ae)}}))
+    with pytest.raises(ConfigError, match="data.scale: an autoencoder down-samples by a power of two"):
+        TrainConfig().updated({"model": {"kind": "autoencoder"}, "data": {"scale": 3, "patch": 96, "val_patch": 96}})

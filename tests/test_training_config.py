@@ -38,7 +38,7 @@ def test_shipped_recipes_keep_the_values_of_the_json_they_replace():
     assert (prior.optim.iterations, prior.optim.warmup, prior.run.checkpoint_every) == (5000, 200, 500)
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*")), ids=lambda path: path.name)
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.rglob("*") if p.is_file()), ids=lambda path: path.name)
 def test_every_shipped_recipe_is_yaml_loads_and_never_trains_on_benchmarks(path):
     cfg = load_config(path)
     assert path.suffix == ".yaml" and cfg.run.output.startswith("runs/")
@@ -89,7 +89,7 @@ def test_wrong_types_name_file_key_expected_type_and_value(tmp_path, line, messa
 
 
 @pytest.mark.parametrize("section, key, value, allowed", [
-    ("model", "kind", "gan", "dossr, prior, resshift"),
+    ("model", "kind", "gan", "dossr, prior, resshift, vp, autoencoder"),
     ("model", "prediction", "eps", "residual, sample"),
     ("model", "cond_mode", "add", "concat, branch"),
     ("optim", "mixed_precision", "fp8", "no, fp16, bf16"),
@@ -121,7 +121,7 @@ def test_learning_rate_warms_up_then_decays():
 
 def data_problem(tmp_path, monkeypatch, folder) -> str:
     """The ConfigError of a run on folder; the network must not have been built nor the output folder made."""
-    monkeypatch.setattr("shiftsr.training.train.build_network", lambda *a: pytest.fail("built the network"))
+    monkeypatch.setattr("shiftsr.training.train.build_task", lambda *a: pytest.fail("built the network"))
     cfg = TrainConfig().updated({"data": {"folders": [str(folder)], "patch": 32, "val_images": 0, "val_patch": 32},
                                  "run": {"output": str(tmp_path / "run")}})
     with pytest.raises(ConfigError) as error:
@@ -158,7 +158,7 @@ def test_accelerate_entry_point_reports_a_bad_recipe_in_one_line_with_status_2(t
         train_main([str(path)])
     assert exit.value.code == 2
     assert capsys.readouterr().err == (f"shiftsr train: error: {path}: model.kind: 'gan' is not allowed; "
-                                       "allowed: dossr, prior, resshift\n")
+                                       "allowed: dossr, prior, resshift, vp, autoencoder\n")
 
 
 def test_held_out_images_are_evenly_spaced_fixed_and_never_trained_on():

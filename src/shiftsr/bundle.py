@@ -44,10 +44,12 @@ class BundleSettings:
         return cls(**data)
 
 
-def save_bundle(folder: str | Path, net: torch.nn.Module, settings: BundleSettings) -> Path:
-    """Write weights (safetensors), network config and settings into folder."""
+def save_bundle(folder: str | Path, net: torch.nn.Module, settings: BundleSettings, codec=None) -> Path:
+    """Write weights (safetensors), network config and settings into folder; a latent codec's autoencoder too."""
     folder = Path(folder)
     net.save_pretrained(folder, safe_serialization=True)
+    if settings.codec["kind"] == "autoencoder_kl":
+        codec.vae.save_pretrained(folder / settings.codec["folder"], safe_serialization=True)
     (folder / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=2) + "\n")
     return folder
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .bundle import BundleSettings, load_bundle, rebuild_process
 from .data.imresize import imresize
-from .denoisers.codecs import IdentityCodec, SpaceToDepthCodec
+from .denoisers.codecs import build_codec
 from .denoisers.prediction import PredictionDenoiser
 from .denoisers.tiling import TiledDenoiser, auto_tile_size
 from .methods import methods_for, run_method
@@ -44,15 +44,6 @@ def resolve_model(name_or_path: str | Path) -> Path:
     raise FileNotFoundError(f"{name_or_path}: no such model folder; presets and bundled models: {names}")
 
 
-def build_codec(spec: dict):
-    """The codec named in a bundle's settings."""
-    if spec["kind"] == "space_to_depth":
-        return SpaceToDepthCodec(factor=spec["factor"])
-    if spec["kind"] == "identity":
-        return IdentityCodec()
-    raise ValueError(f"unknown codec {spec['kind']!r}; allowed: space_to_depth, identity")
-
-
 def to_batch(image) -> Tensor:
     """A PIL image, HxWx3 uint8/uint16 array or 3xHxW / Bx3xHxW float tensor in [0, 1], as a Bx3xHxW float tensor."""
     if isinstance(image, Image.Image):
@@ -70,7 +61,8 @@ class ShiftSRPipeline:
     """Upscale with a shiftsr model: bicubic xh, encode, sample x0 with the chosen method, decode, resize."""
 
     def __init__(self, net: torch.nn.Module, settings: BundleSettings, *, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, codec: torch.nn.Module | None = None, root: Path | None = None):
+        """codec: the model-space codec (else built from settings.codec; an autoencoder is read from root)."""
         self.settings = settings
         self.device = torch.device(device)
         self.dtype = dtype
@@ -78,7 +70,7 @@ class ShiftSRPipeline:
         self.net = net.to(self.device, memory_format=torch.channels_last).eval()
         self.process = rebuild_process(settings)
         self.conditional = net.config.get("cond_channels", 1) > 0  # an unconditional prior never sees the LR
-        self.codec = build_codec(settings.codec)
+        self.codec = (build_codec(settings.codec, root) if codec is None else codec).to(self.device)
         self.preprocess = None
         if settings.preprocessor != "bicubic":
             from .preprocess import build_preprocessor  # the RRDB loads only for models that use it
@@ -91,11 +83,12 @@ class ShiftSRPipeline:
                         dtype: torch.dtype = torch.float32) -> ShiftSRPipeline:
         """Load a preset or a bundled model by name, or a model folder by path."""
         preset = presets().get(str(name_or_path))
-        net, settings = load_bundle(resolve_model(preset.model if preset else name_or_path))
+        folder = resolve_model(preset.model if preset else name_or_path)
+        net, settings = load_bundle(folder)
         if preset:
             settings = dataclasses.replace(settings, sampler=preset.apply(settings.sampler))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(net, settings, device=device, dtype=dtype)
+        return cls(net, settings, device=device, dtype=dtype, root=folder)
 
     @property
     def scale(self) -> int:

@@ -4,9 +4,15 @@ Every codec has ``encode(x)``, ``decode(z)``, ``scale`` (spatial down-sampling f
 ``channels`` (model-space channels). Decoded images are not clamped.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+CODEC_KINDS = ("space_to_depth", "identity", "autoencoder_kl")
 
 
 class IdentityCodec(torch.nn.Module):
@@ -97,3 +103,27 @@ class VQModelCodec(torch.nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """Scaled latent -> image (through the codebook when ``quantize``)."""
         return self.vq.decode(z / self.scaling_factor, force_not_quantize=not self.quantize).sample
+
+
+def build_codec(spec: dict, root: str | Path | None = None) -> torch.nn.Module:
+    """The codec a bundle's settings name; an autoencoder is read from spec["folder"] inside the model folder root."""
+    kind = spec.get("kind")
+    if kind == "space_to_depth":
+        return SpaceToDepthCodec(factor=spec["factor"])
+    if kind == "identity":
+        return IdentityCodec()
+    if kind == "autoencoder_kl":
+        if root is None:
+            raise ValueError("an autoencoder codec is read from its model folder; none was given")
+        return AutoencoderKLCodec(load_autoencoder(Path(root) / spec["folder"]))
+    raise ValueError(f"unknown codec {kind!r}; allowed: {', '.join(CODEC_KINDS)}")
+
+
+def load_autoencoder(folder: Path):
+    """A frozen diffusers AutoencoderKL in eval mode, with a clear error when the folder holds none."""
+    from diffusers import AutoencoderKL
+
+    if not (Path(folder) / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: no autoencoder here (no config.json); train one with model.kind autoencoder")
+    vae = AutoencoderKL.from_pretrained(folder)
+    return vae.requires_grad_(False).eval()

@@ -14,7 +14,8 @@ from .files import recover_folder, replace_folder, staging_folder, write_text_at
 
 INFO_FILE = "shiftsr_checkpoint.json"
 # settings a checkpoint's weights depend on: resuming with other values would load into the wrong network or process
-FIXED_SETTINGS = {"data": ("scale",), "model": ("kind", "prediction", "cond_mode", "channels", "num_blocks"),
+FIXED_SETTINGS = {"data": ("scale",), "model": ("kind", "prediction", "cond_mode", "codec", "channels", "num_blocks",
+                                                 "latent_channels"),
                   "process": ("t1", "beta_schedule", "resshift_steps", "kappa", "power")}
 
 
@@ -111,8 +112,8 @@ def check_settings(folder: Path, config: dict) -> None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{info_path}: cannot be read ({error}); delete {folder} to train from scratch") from None
     for section, keys in FIXED_SETTINGS.items():
-        for key in keys:
-            old, new = saved.get(section, {}).get(key), config[section][key]
+        for key in (key for key in keys if key in saved.get(section, {})):  # older checkpoints lack newer keys
+            old, new = saved[section][key], config[section][key]
             if old != new:
                 raise CheckpointError(f"{folder}: was trained with {section}.{key} = {old!r} but the recipe says "
                                       f"{new!r}; resume with the same setting, or set run.output to a new folder")

@@ -14,7 +14,7 @@ from ..networks.shiftnet import COND_MODES
 from ..processes.vp import BETA_SCHEDULES
 from .files import write_text_atomic
 
-MODEL_KINDS = ("dossr", "prior", "resshift", "vp")
+MODEL_KINDS = ("dossr", "prior", "resshift", "vp", "autoencoder")
 PREDICTIONS = ("residual", "sample")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 PREPROCESSORS = ("bicubic", "realesrgan_x4plus")
@@ -47,10 +47,14 @@ class ModelConfig:
     """What is trained: kind, network parametrisation and size, and the sampler default it ships with.
 
     kind: "dossr" (domain-shift process, DoSSR Eq. 8), "prior" (unconditional VP diffusion on HR images),
-    "resshift" (ResShift Eq. 2, from scratch) or "vp" (SR3-style VP diffusion conditioned on the LR, sampled
-    from pure noise: the baseline DoSSR compares with). prediction: "residual" (x0 - xh) or "sample" (x0).
+    "resshift" (ResShift Eq. 2, from scratch), "vp" (SR3-style VP diffusion conditioned on the LR, sampled
+    from pure noise: the baseline DoSSR compares with) or "autoencoder" (a diffusers AutoencoderKL whose
+    down-sampling factor is data.scale, latent_channels deep, for the kinds above to work in). prediction: "residual" (x0 - xh) or "sample" (x0).
     init_from: a model folder to start from: a prior (into cond_mode "branch") or a model of the same network.
     preprocessor: how the LR reaches the model's scale (DoSSR's source image); "realesrgan_x4plus" needs data.pool.
+    codec: an autoencoder's model folder (a run of kind "autoencoder") to train in its latent space; empty: pixels,
+    pixel-unshuffled by data.scale. channels and num_blocks size the autoencoder too (its widest level is twice
+    channels; num_blocks residual blocks per level).
     """
 
     kind: str = "dossr"
@@ -58,8 +62,10 @@ class ModelConfig:
     cond_mode: str = "concat"
     init_from: str = ""
     preprocessor: str = "bicubic"
+    codec: str = ""
     channels: int = 64
     num_blocks: int = 10
+    latent_channels: int = 4
     default_samples: int = 8
 
 
@@ -79,6 +85,7 @@ class OptimConfig:
     """AdamW with warm-up and cosine decay; one iteration is one optimizer step over grad_accum batches per process.
 
     stlpips_weight > 0 adds that times ST-LPIPS (stlpips_net trunk) of the x0 prediction to the MSE loss.
+    kl_weight: the weight of the KL term of an autoencoder's loss (LDM's 1e-6 by default).
     """
 
     grad_accum: int = 1
@@ -93,6 +100,7 @@ class OptimConfig:
     mixed_precision: str = "no"
     stlpips_weight: float = 0.0
     stlpips_net: str = "vgg"
+    kl_weight: float = 1e-6
 
 
 @dataclass
@@ -112,9 +120,9 @@ CHOICES = {("model", "kind"): MODEL_KINDS, ("model", "prediction"): PREDICTIONS,
            ("process", "beta_schedule"): BETA_SCHEDULES, ("optim", "mixed_precision"): MIXED_PRECISIONS,
            ("model", "preprocessor"): PREPROCESSORS, ("optim", "stlpips_net"): STLPIPS_NETS}
 MINIMUMS = {("data", "scale"): 1, ("data", "patch"): 1, ("data", "batch"): 1, ("data", "val_images"): 0, ("data", "val_patch"): 1,
-            ("model", "channels"): 1, ("model", "num_blocks"): 1, ("model", "default_samples"): 1,
+            ("model", "channels"): 1, ("model", "num_blocks"): 1, ("model", "default_samples"): 1, ("model", "latent_channels"): 1,
             ("process", "resshift_steps"): 1, ("optim", "grad_accum"): 1,
-            ("optim", "iterations"): 0, ("optim", "warmup"): 0, ("optim", "lr_min"): 0, ("optim", "weight_decay"): 0, ("optim", "stlpips_weight"): 0,
+            ("optim", "iterations"): 0, ("optim", "warmup"): 0, ("optim", "lr_min"): 0, ("optim", "weight_decay"): 0, ("optim", "stlpips_weight"): 0, ("optim", "kl_weight"): 0,
             ("optim", "ema_start"): 0, ("run", "seed"): 0, ("run", "checkpoint_every"): 1,
             ("run", "validate_every"): 0, ("run", "log_every"): 1}
 POSITIVES = (("process", "t1"), ("process", "kappa"), ("process", "power"), ("optim", "lr"), ("optim", "grad_clip"))
@@ -214,7 +222,11 @@ class TrainConfig:
             (0 <= o.ema_beta < 1, "optim.ema_beta", f"must be in [0, 1), got {o.ema_beta}"),
             (m.preprocessor == "bicubic" or bool(d.pool), "model.preprocessor", f"{m.preprocessor!r} trains from "
                                                                                   "a pair pool: set data.pool"),
-            (not m.init_from or m.kind != "prior", "model.init_from", "a prior is trained from scratch"),
+            (not m.init_from or m.kind not in ("prior", "autoencoder"), "model.init_from",
+             f"a model of kind {m.kind} is trained from scratch"),
+            (not m.codec or m.kind != "autoencoder", "model.codec", "an autoencoder is a codec; it has none"),
+            (m.kind != "autoencoder" or (d.scale & (d.scale - 1) == 0 and d.scale > 1), "data.scale",
+             f"an autoencoder down-samples by a power of two above 1, got {d.scale}"),
         )
         for ok, key, problem in rules:
             if not ok:

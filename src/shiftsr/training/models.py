@@ -1,7 +1,12 @@
 """What each kind of training run builds: its forward process, its network and the sampler it ships with."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+
 from ..bundle import BundleSettings, SamplerDefaults, load_bundle, settings_for
+from ..denoisers.codecs import AutoencoderKLCodec, SpaceToDepthCodec, load_autoencoder
 from ..networks import ShiftNet
 from ..processes import DomainShiftProcess, ResShiftProcess, VPProcess
 from .config import ConfigError, TrainConfig
@@ -25,6 +30,20 @@ def _sd_betas(cfg: TrainConfig) -> dict:
 def training_horizon(cfg: TrainConfig, process) -> float:
     """Training times are drawn on (0, horizon]: DoSSR trains only below t1 (DoSSR Eq. 8)."""
     return process.t1 if cfg.model.kind == "dossr" else process.t_max
+
+
+def build_training_codec(cfg: TrainConfig, device: torch.device):
+    """The space a diffusion model trains in: an autoencoder's latents (model.codec) or unshuffled pixels."""
+    if not cfg.model.codec:
+        return SpaceToDepthCodec(factor=cfg.data.scale)
+    try:
+        codec = AutoencoderKLCodec(load_autoencoder(Path(cfg.model.codec)))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"model.codec: {error}") from None
+    if codec.scale != cfg.data.scale:
+        raise ConfigError(f"model.codec: {cfg.model.codec} down-samples by {codec.scale}, but data.scale is "
+                          f"{cfg.data.scale}; the latent of an HR crop must have the LR's size")
+    return codec.to(device)
 
 
 def build_network(cfg: TrainConfig, channels: int) -> ShiftNet:
@@ -63,4 +82,11 @@ def bundle_settings(cfg: TrainConfig, process, net: ShiftNet) -> BundleSettings:
     """What a trained network is exported with: its process, scale, prediction, codec and shipped sampler."""
     return settings_for(net, process, scale=cfg.data.scale, prediction_type=cfg.model.prediction,
                         preprocessor=cfg.model.preprocessor,
-                        codec={"kind": "space_to_depth", "factor": cfg.data.scale}, sampler=shipped_sampler(cfg))
+                        codec=codec_settings(cfg), sampler=shipped_sampler(cfg))
+
+
+def codec_settings(cfg: TrainConfig) -> dict:
+    """The codec entry of an exported bundle: its autoencoder is copied into the bundle's "codec" folder."""
+    if cfg.model.codec:
+        return {"kind": "autoencoder_kl", "folder": "codec"}
+    return {"kind": "space_to_depth", "factor": cfg.data.scale}

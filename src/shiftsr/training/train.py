@@ -1,4 +1,4 @@
-"""Train a DoSSR, ResShift or prior model (x0 regression, DoSSR Eq. 8 / ResShift Eq. 11) with accelerate and EMA."""
+"""Train a DoSSR, ResShift, VP or autoencoder model (its task in tasks.py) with accelerate, EMA and exact resume."""
 from __future__ import annotations
 
 import math
@@ -9,23 +9,19 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from ema_pytorch import EMA
 from tqdm.auto import tqdm
 
-from ..bundle import BundleSettings, save_bundle
 from ..data.pairs import BicubicPairs, load_training_images
 from ..data.pool import PoolPairs, load_pool
 from ..metrics.stlpips import STLPIPS
-from ..denoisers.codecs import SpaceToDepthCodec
-from ..denoisers.prediction import PredictionDenoiser
 from .checkpoints import CheckpointError, TrainState, load_checkpoint, save_checkpoint
 from .config import ConfigError, OptimConfig, TrainConfig
 from .files import replace_folder, staging_folder
-from .models import build_network, build_training_process, bundle_settings, training_horizon
 from .runlog import RunLog
+from .tasks import build_task
 from .validation import HeldOutSet, split_held_out
 
 USAGE_ERRORS = (ConfigError, FileExistsError)  # a recipe or output folder that cannot start: exit status 2
@@ -38,29 +34,6 @@ def learning_rate(step: int, optim: OptimConfig) -> float:
         return optim.lr * (step + 1) / optim.warmup
     done = (step - optim.warmup) / max(1, optim.iterations - optim.warmup)
     return optim.lr_min + 0.5 * (optim.lr - optim.lr_min) * (1 + math.cos(math.pi * min(done, 1.0)))
-
-
-def to_model_space(images: torch.Tensor, codec) -> torch.Tensor:
-    """[0, 1] images to the codec's space of [-1, 1] images."""
-    return codec.encode(images * 2 - 1)
-
-
-def training_loss(denoiser: PredictionDenoiser, process, cfg: TrainConfig, x0: torch.Tensor, xh: torch.Tensor | None,
-                  generator: torch.Generator, device: torch.device, perceptual=None, codec=None) -> torch.Tensor:
-    """DoSSR Eq. 8 / ResShift Eq. 11: MSE to x0 of the net at x_t ~ q(x_t | x0, xh), drawn on the CPU, net on device.
-
-    With a perceptual network, optim.stlpips_weight times its ST-LPIPS between decoded prediction and x0 is added.
-    """
-    t = process.training_times(len(x0), generator=generator, t_max=training_horizon(cfg, process))
-    x_t = process.marginal(x0, xh, t, torch.randn(x0.shape, generator=generator))
-    xh = None if xh is None else xh.to(device)
-    x0 = x0.to(device)
-    prediction = denoiser(x_t.to(device), t.to(device), xh)
-    loss = F.mse_loss(prediction, x0)
-    if perceptual is None:
-        return loss
-    images = [(codec.decode(v) + 1) / 2 for v in (prediction, x0)]
-    return loss + cfg.optim.stlpips_weight * perceptual(images[0].clamp(0, 1), images[1]).mean()
 
 
 def load_data(cfg: TrainConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -90,11 +63,11 @@ def check_output(out: Path, resume: bool) -> None:
                               "or set run.output to start a new one")
 
 
-def export(net: torch.nn.Module, settings: BundleSettings, folder: Path) -> None:
-    """Save the EMA network as a model bundle, written beside folder and then swapped in."""
+def export(task, net: torch.nn.Module, folder: Path) -> None:
+    """Save the EMA network as the task's model folder, written beside folder and then swapped in."""
     staging = staging_folder(folder)
     shutil.rmtree(staging, ignore_errors=True)
-    save_bundle(staging, net, settings)
+    task.export(net, staging)
     replace_folder(staging, folder)
 
 
@@ -114,14 +87,11 @@ class Trainer:
                               " without GPUs set ACCELERATE_USE_CPU=1 so that they train together on the CPUs")
         self.main = accelerator.is_main_process
         set_seed(cfg.run.seed)
-        self.process = build_training_process(cfg)
-        self.codec = SpaceToDepthCodec(factor=cfg.data.scale)
-        net = build_network(cfg, self.codec.channels)
-        self.settings = bundle_settings(cfg, self.process, net)
+        self.task = build_task(cfg, accelerator.device, train_images)
+        net = self.task.network
         self.ema = EMA(net, beta=o.ema_beta, update_after_step=o.ema_start, update_every=1)
         optimizer = torch.optim.AdamW(net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         self.net, self.optimizer = accelerator.prepare(net, optimizer)
-        self.denoiser = PredictionDenoiser(self.net, process=self.process, prediction_type=cfg.model.prediction)
         pairs = (PoolPairs(pool_of(cfg), batch=cfg.data.batch) if cfg.data.pool else
                  BicubicPairs(train_images, patch=cfg.data.patch, scale=cfg.data.scale, batch=cfg.data.batch))
         self.perceptual = (STLPIPS(o.stlpips_net).to(accelerator.device) if o.stlpips_weight > 0 else None)
@@ -152,10 +122,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.state.step, cfg.optim)
         for _ in range(cfg.optim.grad_accum):
-            x0, xh = (to_model_space(images, self.codec) for images in next(self.batches))
+            images = next(self.batches)
             with accelerator.accumulate(self.net):
-                loss = training_loss(self.denoiser, self.process, cfg, x0, None if cfg.model.kind == "prior" else xh,
-                                     self.state.streams["noise"], accelerator.device, self.perceptual, self.codec)
+                loss = self.task.loss(self.net, images, self.state.streams["noise"], accelerator.device,
+                                      self.perceptual)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
@@ -170,13 +140,13 @@ class Trainer:
         """Checkpoint (every process takes part), then export the EMA model (main process)."""
         save_checkpoint(self.accelerator, self.state, self.out / "checkpoint", self.cfg.to_dict())
         if self.main:
-            export(self.ema.ema_model, self.settings, self.out / "model")
+            export(self.task, self.ema.ema_model, self.out / "model")
 
     def validate(self) -> dict:
         """{"val_psnr_y": ...} of the EMA model on the held-out crops (main process; empty without held-out images)."""
         if not (self.held_out and self.main):
             return {}
-        return {"val_psnr_y": self.held_out.psnr_y(self.ema.ema_model, self.settings, self.accelerator.device)}
+        return self.task.validate(self.ema.ema_model, self.held_out, self.accelerator.device)
 
     def run(self) -> Path:
         """Train up to optim.iterations, logging, checkpointing and validating on the way; the exported model."""
@@ -200,7 +170,7 @@ class Trainer:
                 if r.validate_every and state.step % r.validate_every == 0 and not done and self.held_out:
                     self.log.write("val", step=state.step, **self.validate())
         if self.main and not (self.out / "model").exists():  # a run of zero iterations still leaves a model
-            export(self.ema.ema_model, self.settings, self.out / "model")
+            export(self.task, self.ema.ema_model, self.out / "model")
         final = self.validate()
         if final:
             self.log.write("val", step=state.step, **final)

@@ -35,7 +35,8 @@ class HeldOutSet:
         self.lr = degrade_bicubic(self.hr, scale)[0]
         self.border = scale
 
-    def psnr_y(self, net: torch.nn.Module, settings: BundleSettings, device: torch.device) -> float:
+    def psnr_y(self, net: torch.nn.Module, settings: BundleSettings, device: torch.device, codec=None) -> float:
         """Mean PSNR-Y (border = scale) of one sample (seed 0) per crop through ShiftSRPipeline's default sampler."""
-        pipe = ShiftSRPipeline(copy.deepcopy(net), settings, device=device)  # a copy: the pipeline converts the net
+        # a copy: the pipeline converts the net
+        pipe = ShiftSRPipeline(copy.deepcopy(net), settings, device=device, codec=codec)
         return float(psnr_y(pipe(self.lr, samples=1, seed=0), self.hr, border=self.border).mean())

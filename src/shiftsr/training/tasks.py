@@ -1,0 +1,101 @@
+"""What a run trains: a diffusion model in a codec's space (pixels or latents), or the autoencoder that is a codec."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..bundle import save_bundle
+from ..denoisers.prediction import PredictionDenoiser
+from .autoencoder import autoencoder_loss, build_autoencoder, latent_scaling_factor, reconstruction_psnr_y
+from .config import TrainConfig
+from .models import build_network, build_training_codec, build_training_process, bundle_settings, training_horizon
+from .validation import HeldOutSet, center_crop
+
+SCALING_CROPS = 16  # training crops whose latent spread sets an autoencoder's scaling factor
+
+
+@torch.no_grad()
+def to_model_space(images: Tensor, codec, device: torch.device) -> Tensor:
+    """[0, 1] images to the codec's space of [-1, 1] images, encoded on device and returned on the CPU."""
+    return codec.encode(images.to(device) * 2 - 1).cpu()
+
+
+def training_loss(denoiser: PredictionDenoiser, process, cfg: TrainConfig, x0: Tensor, xh: Tensor | None,
+                  generator: torch.Generator, device: torch.device, perceptual=None, codec=None) -> Tensor:
+    """DoSSR Eq. 8 / ResShift Eq. 11: MSE to x0 of the net at x_t ~ q(x_t | x0, xh), drawn on the CPU, net on device.
+
+    With a perceptual network, optim.stlpips_weight times its ST-LPIPS between decoded prediction and x0 is added.
+    """
+    t = process.training_times(len(x0), generator=generator, t_max=training_horizon(cfg, process))
+    x_t = process.marginal(x0, xh, t, torch.randn(x0.shape, generator=generator))
+    xh = None if xh is None else xh.to(device)
+    x0 = x0.to(device)
+    prediction = denoiser(x_t.to(device), t.to(device), xh)
+    loss = F.mse_loss(prediction, x0)
+    if perceptual is None:
+        return loss
+    images = [(codec.decode(v) + 1) / 2 for v in (prediction, x0)]
+    return loss + cfg.optim.stlpips_weight * perceptual(images[0].clamp(0, 1), images[1]).mean()
+
+
+class DiffusionTask:
+    """DoSSR, ResShift, a VP prior or a conditional VP model: x0 regression on its process's marginals."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, train_images: list[Tensor]):
+        self.cfg = cfg
+        self.process = build_training_process(cfg)
+        self.codec = build_training_codec(cfg, device)
+        self.network = build_network(cfg, self.codec.channels)
+        self.settings = bundle_settings(cfg, self.process, self.network)
+
+    def loss(self, net: torch.nn.Module, images: tuple[Tensor, Tensor], generator: torch.Generator,
+             device: torch.device, perceptual=None) -> Tensor:
+        """The loss of one micro-batch of (HR, xh) images in [0, 1]; the prior never sees xh."""
+        x0, xh = (to_model_space(part, self.codec, device) for part in images)
+        denoiser = PredictionDenoiser(net, process=self.process, prediction_type=self.cfg.model.prediction)
+        return training_loss(denoiser, self.process, self.cfg, x0, None if self.cfg.model.kind == "prior" else xh,
+                             generator, device, perceptual, self.codec)
+
+    def export(self, net: torch.nn.Module, folder: Path) -> None:
+        """Write net as a model bundle (with the codec's autoencoder when latent) into folder."""
+        save_bundle(folder, net, self.settings, self.codec)
+
+    def validate(self, net: torch.nn.Module, held_out: HeldOutSet, device: torch.device) -> dict:
+        """PSNR-Y of the shipped sampler on the held-out crops."""
+        return {"val_psnr_y": held_out.psnr_y(net, self.settings, device, codec=self.codec)}
+
+
+class AutoencoderTask:
+    """The first stage of latent diffusion: an AutoencoderKL that down-samples by data.scale (Rombach et al. 2022)."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, train_images: list[Tensor]):
+        self.cfg = cfg
+        self.network = build_autoencoder(cfg)
+        self.scaling_crops = torch.stack([center_crop(image, cfg.data.patch)
+                                          for image in train_images[:SCALING_CROPS]]).float() / 255
+
+    def loss(self, net: torch.nn.Module, images: tuple[Tensor, Tensor], generator: torch.Generator,
+             device: torch.device, perceptual=None) -> Tensor:
+        """Reconstruction loss of the HR crops of one micro-batch."""
+        o = self.cfg.optim
+        return autoencoder_loss(net, images[0], generator, device, o.kl_weight, perceptual, o.stlpips_weight)
+
+    def export(self, net: torch.nn.Module, folder: Path) -> None:
+        """Save in diffusers' layout, with the scaling factor that gives unit-variance latents on training crops."""
+        device = next(net.parameters()).device
+        net.register_to_config(scaling_factor=latent_scaling_factor(net, self.scaling_crops, device))
+        net.save_pretrained(folder, safe_serialization=True)
+
+    def validate(self, net: torch.nn.Module, held_out: HeldOutSet, device: torch.device) -> dict:
+        """Reconstruction PSNR-Y (border data.scale) of the held-out crops."""
+        return {"val_psnr_y": reconstruction_psnr_y(net, held_out.hr, next(net.parameters()).device,
+                                                    border=self.cfg.data.scale)}
+
+
+def build_task(cfg: TrainConfig, device: torch.device, train_images: list[Tensor]):
+    """The task of a recipe's model.kind."""
+    task = AutoencoderTask if cfg.model.kind == "autoencoder" else DiffusionTask
+    return task(cfg, device, train_images)

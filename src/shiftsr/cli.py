@@ -275,9 +275,11 @@ def train(ctx: click.Context, config: Path, resume: bool) -> None:
 def register_commands() -> None:
     """Attach the subcommands that live in their own modules (each imports torch only when it runs)."""
     from .commands.degrade import degrade
+    from .commands.eval import eval_command
     from .commands.metrics import metrics
 
     main.add_command(degrade)
+    main.add_command(eval_command)
     main.add_command(metrics)
 
 

@@ -6,8 +6,12 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from ..pairing import ImagePair
 
 METRICS_EPILOG = """Images are matched by file stem (SR/baby.png with HR/baby.jpg). Every file
 without a partner, every pair of different sizes and every unreadable file is reported as one
@@ -56,8 +60,11 @@ def metrics(ctx: click.Context, target_dir: Path, reference_dir: Path | None, na
         raise click.UsageError(f"{', '.join(needs_reference)} need reference images: pass -r/--reference HR_DIR")
     device = resolve_device(device)
 
-    problems: list[str] = []
-    pairs = match_files(target_dir, reference_dir, problems)
+    from ..pairing import pair_images
+
+    pairs, problems = pair_images(target_dir, reference_dir)
+    for problem in problems:
+        report_line(problem)
     try:
         scorers = [create(info.name, device=device, **({"crop_border": crop_border}
                                                         if "crop_border" in info.options else {}))
@@ -101,50 +108,19 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def list_images(folder: Path, problems: list[str]) -> dict[str, Path]:
-    """Image files of a folder by stem; stems shared by two files are reported and left out."""
-    from ..imageio import IMAGE_EXTENSIONS
-
-    by_stem: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            by_stem.setdefault(path.stem, []).append(path)
-    for stem, paths in by_stem.items():
-        if len(paths) > 1:
-            report(problems, f"{paths[0]}: {', '.join(p.name for p in paths)} share the name {stem!r}; rename one")
-    return {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1}
-
-
-def match_files(target_dir: Path, reference_dir: Path | None, problems: list[str]) -> list[tuple[Path, Path | None]]:
-    """(target, reference) pairs matched by stem, reporting each file that has no partner in the other folder."""
-    targets = list_images(target_dir, problems)
-    if not targets:
-        report(problems, f"{target_dir}: no image files")
-    if reference_dir is None:
-        return [(path, None) for _, path in sorted(targets.items())]
-    references = list_images(reference_dir, problems)
-    for stem in sorted(targets.keys() - references.keys()):
-        report(problems, f"{targets[stem]}: no reference image named {stem}.* in {reference_dir}")
-    for stem in sorted(references.keys() - targets.keys()):
-        report(problems, f"{references[stem]}: reference image has no image named {stem}.* in {target_dir}")
-    return [(targets[stem], references[stem]) for stem in sorted(targets.keys() & references.keys())]
-
-
-def score_pairs(pairs: list[tuple[Path, Path | None]], scorers: list, problems: list[str]) -> list[dict]:
+def score_pairs(pairs: list[ImagePair], scorers: list, problems: list[str]) -> list[dict]:
     """One row of per-image values for each pair that reads and fits; distribution metrics get every pair."""
     from tqdm import tqdm
 
     from ..imageio import read_image
 
     rows = []
-    for target, reference in tqdm(pairs, unit="image", desc="metrics", disable=None, file=sys.stderr):
+    for pair in tqdm(pairs, unit="image", desc="metrics", disable=None, file=sys.stderr):
+        target, reference = pair.image, pair.reference
         try:
             sr = read_image(target).rgb[None]
             hr = None if reference is None else read_image(reference).rgb[None]
-            if hr is not None and sr.shape != hr.shape:
-                raise ValueError(f"{target}: is {sr.shape[-1]}x{sr.shape[-2]} but its reference {reference} is "
-                                 f"{hr.shape[-1]}x{hr.shape[-2]}")
-            row = {"name": target.stem, "target": str(target),
+            row = {"name": pair.name, "target": str(target),
                    "reference": None if reference is None else str(reference)}
             for scorer in scorers:
                 if scorer.per_image:
@@ -161,10 +137,15 @@ def score_pairs(pairs: list[tuple[Path, Path | None]], scorers: list, problems: 
 
 
 def report(problems: list[str], message: str) -> None:
-    """Record a file problem and print it at once as `shiftsr: error: <file>: <problem>` on stderr."""
+    """Record a file problem and print it at once."""
+    problems.append(message)
+    report_line(message)
+
+
+def report_line(message: str) -> None:
+    """Print a file problem as one line `shiftsr: error: <file>: <problem>` on stderr, above any progress bar."""
     from tqdm import tqdm
 
-    problems.append(message)
     tqdm.write("shiftsr: error: " + " ".join(message.splitlines()), file=sys.stderr)
 
 

@@ -2,15 +2,19 @@
 
 Run `python bench/bench_upscale.py [--model PATH] [--device cpu] [--threads N] [--runs 3]`.
 """
+from __future__ import annotations
+
 import argparse
+import contextlib
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import astuple
 
 import torch
 
 import shiftsr.pipeline as pipeline
-from shiftsr.pipeline import DTYPES, load
+from shiftsr.pipeline import DTYPES, ShiftSRPipeline, load
 
 
 class Stopwatch:
@@ -21,7 +25,7 @@ class Stopwatch:
         self.seconds = 0.0
         self.calls = 0
 
-    def wrap(self, function):
+    def wrap(self, function: Callable) -> Callable:
         """function, timed into this stopwatch."""
         def timed(*args, **kwargs):
             self.sync()
@@ -41,6 +45,39 @@ class Stopwatch:
     def reset(self) -> None:
         """Start a new measurement."""
         self.seconds, self.calls = 0.0, 0
+
+
+@contextlib.contextmanager
+def instrumented(pipe: ShiftSRPipeline) -> Iterator[tuple[Stopwatch, Stopwatch]]:
+    """(network, codec + resize) stopwatches wrapped around the pipeline's parts; the originals come back after."""
+    network, codec = Stopwatch(pipe.device), Stopwatch(pipe.device)
+    saved = pipe.net.forward, pipe.codec.encode, pipe.codec.decode, pipeline.imresize
+    pipe.net.forward = network.wrap(pipe.net.forward)
+    pipe.codec.encode, pipe.codec.decode = codec.wrap(pipe.codec.encode), codec.wrap(pipe.codec.decode)
+    pipeline.imresize = codec.wrap(pipeline.imresize)
+    try:
+        yield network, codec
+    finally:
+        pipe.net.forward, pipe.codec.encode, pipe.codec.decode, pipeline.imresize = saved
+
+
+def time_upscale(pipe: ShiftSRPipeline, image: torch.Tensor, *, scale: float, runs: int, **sampler) -> dict:
+    """Medians over `runs` timed calls after one warm-up: seconds per image, network, codec, sampler overhead."""
+    totals, nets, codecs = [], [], []
+    with instrumented(pipe) as (network, codec):
+        pipe(image, scale=scale, **sampler)
+        for _ in range(runs):
+            network.reset(), codec.reset()
+            started = time.perf_counter()
+            pipe(image, scale=scale, **sampler)
+            network.sync()
+            totals.append(time.perf_counter() - started)
+            nets.append(network.seconds)
+            codecs.append(codec.seconds)
+    overheads = [(total - net - cod) / net for total, net, cod in zip(totals, nets, codecs)]
+    return {"seconds": statistics.median(totals), "network": statistics.median(nets),
+            "codec": statistics.median(codecs), "network_calls": network.calls,
+            "overhead": statistics.median(overheads)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,32 +105,18 @@ def main() -> None:
         pipe = load(args.model, device=args.device, dtype=DTYPES[args.dtype])
     except FileNotFoundError as error:
         raise SystemExit(f"bench_upscale: {error}") from None
-    network, codec = Stopwatch(pipe.device), Stopwatch(pipe.device)
-    pipe.net.forward = network.wrap(pipe.net.forward)
-    pipe.codec.encode, pipe.codec.decode = codec.wrap(pipe.codec.encode), codec.wrap(pipe.codec.decode)
-    pipeline.imresize = codec.wrap(pipeline.imresize)
     image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     sampler = dict(method=args.method, steps=args.steps, order=args.order)
-    pipe(image, scale=args.out / args.size, **sampler)
-    totals, nets, codecs = [], [], []
-    for _ in range(args.runs):
-        network.reset(), codec.reset()
-        started = time.perf_counter()
-        pipe(image, scale=args.out / args.size, **sampler)
-        network.sync()
-        totals.append(time.perf_counter() - started)
-        nets.append(network.seconds)
-        codecs.append(codec.seconds)
-    overheads = [(total - net - cod) / net for total, net, cod in zip(totals, nets, codecs)]
+    result = time_upscale(pipe, image, scale=args.out / args.size, runs=args.runs, **sampler)
     method, steps, order = (given or default for given, default in zip(
         (args.method, args.steps, args.order), astuple(pipe.settings.sampler)))
     print(f"model {args.model}: x{pipe.scale}, {args.size}x{args.size} -> {args.out}x{args.out}, "
           f"{method}, {steps} steps, order {order}")
     print(f"device {pipe.device}, {args.dtype}, torch threads {torch.get_num_threads()}, {args.runs} runs (median)")
-    print(f"seconds per image        {statistics.median(totals):.3f}")
-    print(f"network                  {statistics.median(nets):.3f}  ({network.calls} calls)")
-    print(f"encode + decode + resize {statistics.median(codecs):.3f}")
-    print(f"sampler overhead         {statistics.median(overheads):.1%} of network time")
+    print(f"seconds per image        {result['seconds']:.3f}")
+    print(f"network                  {result['network']:.3f}  ({result['network_calls']} calls)")
+    print(f"encode + decode + resize {result['codec']:.3f}")
+    print(f"sampler overhead         {result['overhead']:.1%} of network time")
 
 
 if __name__ == "__main__":

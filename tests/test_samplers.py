@@ -330,6 +330,51 @@ def test_sample_dossr_matches_paper_algorithms(case, order):
     torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_dossr_without_guidance_is_the_papers_eta_0_case(order):
+    """DoSSR Sec. 4.3 "w/o DoSG": Alg. 1-3 with eta_t = 0 (no DoSG term, lambda = sigma / alpha), t1 = T."""
+    ts, shape, g = [990, 790, 560, 330, 120, 5], (2, 1, 3, 3), gen(0)  # paper_dossr needs 0 < lambda < inf
+    xh, x = torch.randn(shape, generator=g, dtype=F64), torch.randn(shape, generator=g, dtype=F64)
+    preds = [torch.randn(shape, generator=g, dtype=F64) for _ in ts[1:]]
+    noise_gen = gen(1)
+    noises = [torch.randn(shape, generator=noise_gen, dtype=torch.float32).to(F64) for _ in ts[1:]]
+    process = DomainShiftProcess(t1=1000)
+    runs = {}
+    for guidance in (True, False):
+        calls = iter(preds)
+        runs[guidance] = sample_dossr(lambda x_t, t, cond: next(calls), x, ts, process=process, xh=xh, order=order,
+                                      guidance=guidance, generator=gen(1))
+    no_shift = torch.zeros(1001, dtype=F64)
+    torch.testing.assert_close(runs[False], paper_dossr(x, ts, xh, no_shift, preds, noises, order), atol=1e-10,
+                               rtol=1e-10)
+    # with guidance the same chain is the t1 = T DoSSR of Alg. 1-3 and lands elsewhere
+    t = torch.arange(1001, dtype=F64)
+    torch.testing.assert_close(runs[True], paper_dossr(x, ts, xh, (1 - torch.cos(math.pi * t / 1000)) / 2, preds,
+                                                       noises, order), atol=1e-10, rtol=1e-10)
+    assert (runs[True] - runs[False]).abs().max() > 1e-3  # far above the 1e-10 agreement with each reference
+
+
+def test_dossr_without_guidance_runs_the_vp_path_of_the_same_betas():
+    sd_vp = VPProcess(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    g = gen(0)
+    x0, xh, eps = (torch.randn(1, 2, 4, 4, generator=g, dtype=F64) for _ in range(3))
+    ts = dossr_timesteps(DOSSR, 6)
+    for mode in ("order3", "ode"):
+        kwargs = dict(xh=xh, order=1 if mode == "ode" else 3, deterministic=mode == "ode")
+        on_vp = sample_dossr(gaussian_denoiser(sd_vp), x0, ts, process=sd_vp, generator=gen(1), **kwargs)
+        unguided = sample_dossr(gaussian_denoiser(sd_vp), x0, ts, process=DOSSR, guidance=False, generator=gen(1),
+                                **kwargs)
+        torch.testing.assert_close(unguided, on_vp, atol=1e-12, rtol=0)
+    # the deterministic step keeps an oracle chain on sqrt(abar) x0 + sqrt(1 - abar) eps, where DoSG would add b xh
+    a, _, s = coefficients(sd_vp, ts[0])
+    seen = []
+    sample_dossr(oracle(x0), a * x0 + s * eps, ts, process=DOSSR, xh=xh, order=1, deterministic=True,
+                 guidance=False, callback=lambda d: seen.append(d["x"]))
+    for t, x_t in zip(ts, seen):
+        a, _, s = coefficients(sd_vp, t)
+        torch.testing.assert_close(x_t, a * x0 + s * eps, atol=1e-9, rtol=0)
+
+
 # (d) seeds, callbacks and errors
 
 STOCHASTIC = {

@@ -30,6 +30,12 @@ def dossr_timesteps(process, steps: int, *, official: bool = False) -> list[floa
     return [float(i + 1) for i in indices]
 
 
+def _path(process, t: float, guidance: bool) -> tuple[float, float, float]:
+    """(a, b, s) at t; without guidance the eta_t = 0 case of DoSSR Eq. 2: (a + b, 0, s) = (sqrt(abar), 0, s)."""
+    a, b, s = coefficients(process, t)
+    return (a, b, s) if guidance else (a + b, 0.0, s)
+
+
 def _higher_order_terms(x0s: list[Tensor], ls: list[float], l_t: float, order: int) -> Tensor | float:
     """The Taylor terms of Eq. 44 / Eq. 47 in y-space, from the finite-l history (newest last)."""
     l_s = ls[-1]
@@ -47,9 +53,14 @@ def _higher_order_terms(x0s: list[Tensor], ls: list[float], l_t: float, order: i
 
 @torch.no_grad()
 def sample_dossr(denoiser: Denoiser, x: Tensor, ts: Sequence[float], *, process, xh: Tensor, cond=None,
-                 order: int = 3, deterministic: bool = False, generator: Generators = None,
+                 order: int = 3, deterministic: bool = False, guidance: bool = True, generator: Generators = None,
                  callback: Callback = None) -> Tensor:
-    """DoS-SDE Solver-k (DoSSR Eq. 42, 44, 47) from x at ts[0]; deterministic=True is the first-order ODE step."""
+    """DoS-SDE Solver-k (DoSSR Eq. 42, 44, 47) from x at ts[0]; deterministic=True is the first-order ODE step.
+
+    guidance=False is the "w/o DoSG" ablation of DoSSR Sec. 4.3 (Table 2, row DDPM): the original diffusion
+    equation as the eta_t = 0 special case of Eq. 2 under the same solver, so k_t = 0 and the DoSG term
+    (k_t - r^2 k_s) xh vanishes; the paper pairs it with a model trained on that equation and ts[0] = T.
+    """
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
     if deterministic and order != 1:
@@ -58,7 +69,7 @@ def sample_dossr(denoiser: Denoiser, x: Tensor, ts: Sequence[float], *, process,
     x0s: list[Tensor] = []
     ls: list[float] = []
     for i, (t_s, t_t) in enumerate(zip(ts, ts[1:])):
-        cs, ct = coefficients(process, t_s), coefficients(process, t_t)
+        cs, ct = _path(process, t_s, guidance), _path(process, t_t, guidance)
         # 1. predict x0 and keep the history for the divided differences
         x0 = denoiser(x, batch_time(t_s, x), cond)
         x0s, ls = (x0s + [x0])[-3:], (ls + [cs[2] / cs[0] if cs[0] > 0 else math.inf])[-3:]

@@ -13,6 +13,7 @@ from tqdm import tqdm
 EXTENSIONS = ("auto", "png", "jpg", "webp", "tif")
 WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+TARGET_PATTERN = re.compile(r"(\d+)[xX](\d+)")
 DEFAULT_OVERLAP = 16  # input pixels, capped at half the tile
 
 UPSCALE_EPILOG = """Outputs go to the --output folder (default ./results, as in Real-ESRGAN), named
@@ -26,6 +27,8 @@ Examples:
   shiftsr upscale photo.jpg                     # -> results/photo_out.jpg
   shiftsr upscale photos/ -o big/ --suffix ''   # a folder, same names
   shiftsr upscale 'scans/*.png' -s 2 --steps 3  # a glob, 2x, 3 steps
+  shiftsr upscale a.png -s 2.7                  # any scale: round(2.7 w) x round(2.7 h)
+  shiftsr upscale a.png --target 1920x1080      # fitted inside 1920x1080
   shiftsr upscale huge.png -t 256 --device cuda # 256-pixel tiles, GPU
   shiftsr upscale a.png b.png --json -q         # JSON lines on stdout
 """
@@ -35,6 +38,16 @@ Examples:
 @click.version_option(package_name="shiftsr", prog_name="shiftsr")
 def main() -> None:
     """shiftsr: few-step diffusion image super-resolution."""
+
+
+def parse_target(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """Click callback: WIDTHxHEIGHT (e.g. 1920x1080) as (width, height), both positive."""
+    if value is None:
+        return None
+    match = TARGET_PATTERN.fullmatch(value.strip())
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT with positive whole numbers, e.g. 1920x1080")
+    return int(match[1]), int(match[2])
 
 
 def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -55,7 +68,10 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("-p", "--preset", help="A named preset (see `shiftsr models`): its model and sampler; "
                                      "--method/--steps/--order/--samples still override it.")
 @click.option("-s", "--scale", type=click.FloatRange(min=0, min_open=True), show_default="the model's",
-              help="Upscaling factor.")
+              help="Upscaling factor, any number (e.g. 2.7); each side is rounded to the nearest pixel, halves up.")
+@click.option("--target", callback=parse_target, metavar="WxH",
+              help="Output box, e.g. 1920x1080: the largest size with the input's aspect ratio that fits inside; "
+                   "the limiting side is exact, the other rounded to the nearest pixel. Not with --scale.")
 @click.option("--method", show_default="the model's",
               help="Sampling method; the model decides which are allowed.")
 @click.option("--steps", type=click.IntRange(min=1), show_default="the model's", help="Sampling steps.")
@@ -82,7 +98,8 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-file messages; errors are still printed.")
 @click.pass_context
 def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str, ...], output: Path, model: str,
-            preset: str | None, scale: float | None, method: str | None, steps: int | None, order: int | None,
+            preset: str | None, scale: float | None, target: tuple[int, int] | None, method: str | None,
+            steps: int | None, order: int | None,
             samples: int | None, seed: int, tile: int,
             tile_overlap: int | None, device: str, fp32: bool | None, suffix: str, ext: str, overwrite: bool,
             as_json: bool, quiet: bool) -> None:
@@ -90,6 +107,8 @@ def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str,
     patterns = [*inputs, *more_inputs]
     if not patterns:
         raise click.UsageError("no inputs; give image files, folders or globs")
+    if scale is not None and target is not None:
+        raise click.UsageError("give --scale or --target, not both")
     if preset is not None:
         model = check_preset(preset, model)
     overlap = min(DEFAULT_OVERLAP, tile // 2) if tile_overlap is None else tile_overlap
@@ -112,8 +131,8 @@ def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str,
     if method is not None and method not in pipe.methods:
         raise click.BadParameter(f"{method!r} is not a method of this model; allowed: {', '.join(pipe.methods)}",
                                  param_hint="--method")
-    job = dict(scale=scale or pipe.scale, seed=seed,
-               **pipe.sampler_settings(method=method, steps=steps, order=order, samples=samples))
+    size = dict(scale=scale or pipe.scale) if target is None else dict(target=target)
+    job = dict(**size, seed=seed, **pipe.sampler_settings(method=method, steps=steps, order=order, samples=samples))
     ratio = pipe.scale / pipe.codec.scale  # model-space pixels per input pixel
     tiling = dict(tile=to_model_pixels(tile, ratio), tile_overlap=to_model_pixels(overlap, ratio))
     failed = run_files(pipe, files, output, suffix=suffix, ext=ext, overwrite=overwrite, job=job, tiling=tiling,

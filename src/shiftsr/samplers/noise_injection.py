@@ -1,7 +1,10 @@
 """Diff-SR: arbitrary-scale SR by injecting noise into the upsampled LR and denoising with a VP prior."""
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,17 +15,24 @@ from .common import Callback, Denoiser, Generators, coefficients, randn_like
 from .vp import sample_ddim, sample_ddpm, sample_dpmpp_2m, vp_timesteps
 
 SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm, "dpmpp_2m": sample_dpmpp_2m}
-RULES = ("paper", "kl")
+RULES = ("paper", "kl", "table")
 # Diff-SR Sec. 3.4 / 4.3: about 20% of T at 2x, 40% at 4x, 50-65% at 8x (mid-band 57.5%); 0 at 1x (nothing lost)
 PAPER_LOG2_SCALES, PAPER_FRACTIONS = (0.0, 1.0, 2.0, 3.0), (0.0, 0.2, 0.4, 0.575)
+NOISE_TABLE_FILE = "noise_levels.json"  # a model folder's measured injection times per scale
+
+
+def forward_start(process, x_est: Tensor, xh: Tensor | None, t: float, generator: Generators = None) -> Tensor:
+    """x_t = a x_est + b xh + s eps: the forward marginal with x0 replaced by an estimate (SDEdit, Meng et al. 2022)."""
+    a, b, s = coefficients(process, t)
+    drift = 0.0 if b == 0 else b * xh
+    return a * x_est + drift + s * randn_like(x_est, generator)
 
 
 def inject_noise(process, x_up: Tensor, t: float, generator: Generators = None) -> Tensor:
     """Diff-SR Sec. 3.2: x_t = a_t up(y) + s_t eps, the forward marginal of a VP process started at up(y)."""
-    a, b, s = coefficients(process, t)
-    if b != 0:
+    if coefficients(process, t)[1] != 0:
         raise ValueError("noise injection needs a process with b(t) = 0 (VPProcess)")
-    return a * x_up + s * randn_like(x_up, generator)
+    return forward_start(process, x_up, None, t, generator)
 
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
@@ -46,10 +56,14 @@ def lost_energy(x_up: Tensor, scale: float) -> float:
 
 
 def recoverable_time(process, scale: float, *, rule: str = "paper", x_up: Tensor | None = None,
-                     tolerance: float = 0.01) -> float:
-    """Diff-SR Sec. 3.4 injection time: the paper's per-scale fractions, or the KL rule of MATH.md Sec. 4."""
+                     tolerance: float = 0.01, table: NoiseTable | None = None) -> float:
+    """Diff-SR Sec. 3.4 injection time: the paper's fractions, the KL rule of MATH.md Sec. 4, or a measured table."""
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; allowed: {', '.join(RULES)}")
+    if rule == "table":
+        if table is None:
+            raise ValueError("the table rule needs a NoiseTable (table=load_noise_table(path))")
+        return table.time(scale, process)
     if rule == "paper":
         if not 1 <= scale <= 8:
             raise ValueError(f"the paper's rule covers scales 1 to 8, got {scale}; use rule='kl' beyond")
@@ -59,7 +73,8 @@ def recoverable_time(process, scale: float, *, rule: str = "paper", x_up: Tensor
         raise ValueError(f"the KL rule needs x_up and a scale >= 1, got scale {scale}")
     # 2. smallest integer t with KL = a^2 E_lost / (2 s^2) <= tolerance nats per pixel (no division: s(0) = 0);
     #    0.01 puts a 4x, std-0.5, 1/f^2 image at 38% of T on the linear schedule (paper: 40%), but the rule is
-    #    flatter in scale than the paper's (31% at 2x, 42% at 8x)
+    #    flatter in scale than the paper's (31% at 2x, 42% at 8x). With x0 replaced by x_up in y = x_t / a, the
+    #    same test holds for any (a, b, s) process (DoSSR, ResShift): the error x0 - x_up against noise s / a.
     energy = lost_energy(x_up, scale)
     times = torch.arange(0, int(process.t_max) + 1, dtype=torch.float64)
     a, _, s = process.coefficients(times)
@@ -67,6 +82,70 @@ def recoverable_time(process, scale: float, *, rule: str = "paper", x_up: Tensor
     if len(ok) == 0:
         raise ValueError(f"no t <= {process.t_max} brings the KL below {tolerance} (E_lost = {energy:.3g})")
     return float(times[ok[0, 0]])
+
+
+@dataclass(frozen=True)
+class NoiseTable:
+    """Measured injection times per scale (a model folder's noise_levels.json), interpolated in log(scale).
+
+    The times rise with the scale; at 1x nothing is lost, so (1, 0) anchors the curve below the first scale.
+    Beyond the largest measured scale the table says nothing and `time` raises.
+    """
+
+    scales: tuple[float, ...]
+    times: tuple[float, ...]
+    t_max: float
+
+    def __post_init__(self):
+        if len(self.scales) != len(self.times) or not self.scales:
+            raise ValueError(f"a noise table needs one time per scale, got {len(self.scales)} scales and "
+                             f"{len(self.times)} times")
+        if any(b <= a for a, b in zip(self.scales, self.scales[1:])) or self.scales[0] <= 1:
+            raise ValueError(f"table scales must rise and exceed 1, got {list(self.scales)}")
+        if any(b < a for a, b in zip(self.times, self.times[1:])) or not 0 <= self.times[0]:
+            raise ValueError(f"table times must not fall with the scale, got {list(self.times)}")
+
+    def time(self, scale: float, process=None) -> float:
+        """The injection time at scale, linear in log(scale) between measured scales (and from (1, 0))."""
+        if process is not None and process.t_max != self.t_max:
+            raise ValueError(f"the table was measured for T = {self.t_max}, the process has T = {process.t_max}")
+        if not 1 <= scale <= self.scales[-1]:
+            raise ValueError(f"scale {scale} lies outside the noise table's range [1, {self.scales[-1]}]")
+        return float(np.interp(math.log(scale), np.log([1.0, *self.scales]), [0.0, *self.times]))
+
+    @classmethod
+    def from_scores(cls, scales, times, scores, *, t_max: float) -> tuple[NoiseTable, list[float]]:
+        """The table of the lowest score per scale (scores[i][j]: scale i, time j) and the raw argmin times.
+
+        The table holds the argmins made monotone in the scale by the pool-adjacent-violators average
+        (isotonic regression), which leaves an already rising sequence unchanged.
+        """
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != (len(scales), len(times)):
+            raise ValueError(f"scores must be {len(scales)} x {len(times)}, got {scores.shape}")
+        best = [float(times[j]) for j in np.argmin(scores, axis=1)]
+        return cls(tuple(float(s) for s in scales), tuple(isotonic(best)), float(t_max)), best
+
+
+def isotonic(values: list[float]) -> list[float]:
+    """The least-squares non-decreasing fit of a sequence (pool adjacent violators, equal weights)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for value in values:
+        blocks.append([float(value), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m1, n1), (m2, n2) = blocks.pop(-2), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return [mean for mean, count in blocks for _ in range(int(count))]
+
+
+def load_noise_table(path: str | Path) -> NoiseTable:
+    """Read a noise_levels.json written by scripts/calibrate_noise.py (keys scales, t_start, t_max)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        return NoiseTable(tuple(data["scales"]), tuple(data["t_start"]), float(data["t_max"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: not a noise-level table ({error})") from None
 
 
 def sample_noise_injection(denoiser: Denoiser, x_up: Tensor, *, process, t_start: float, steps: int,

@@ -11,13 +11,19 @@ from ..metrics import psnr_y
 from .config import TrainConfig
 
 
+def _groups(channels: int) -> int:
+    """GroupNorm groups of 4 channels, as in Stable Diffusion's VAE (128 channels, 32 groups); one-channel groups
+    would normalise away each channel's mean and contrast, which a small autoencoder then fails to reconstruct."""
+    return max(1, math.gcd(channels, channels // 4))
+
+
 def build_autoencoder(cfg: TrainConfig) -> AutoencoderKL:
     """A KL autoencoder that down-samples by data.scale into model.latent_channels, without attention (any size)."""
     m, levels = cfg.model, int(math.log2(cfg.data.scale)) + 1
     widths = (m.channels,) + (2 * m.channels,) * (levels - 1)
     return AutoencoderKL(block_out_channels=widths, down_block_types=("DownEncoderBlock2D",) * levels,
                          up_block_types=("UpDecoderBlock2D",) * levels, layers_per_block=m.num_blocks,
-                         latent_channels=m.latent_channels, norm_num_groups=math.gcd(32, m.channels),
+                         latent_channels=m.latent_channels, norm_num_groups=_groups(m.channels),
                          mid_block_add_attention=False, scaling_factor=1.0)
 
 
@@ -48,3 +54,4 @@ def reconstruction_psnr_y(vae: AutoencoderKL, hr: Tensor, device: torch.device, 
     """Mean PSNR-Y of the decoded posterior mean against hr (B, 3, H, W) in [0, 1]."""
     decoded = vae.decode(vae.encode(hr.to(device) * 2 - 1).latent_dist.mean).sample
     return float(psnr_y(((decoded.float().cpu() + 1) / 2).clamp(0, 1), hr, border=border).mean())
+

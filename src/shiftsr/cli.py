@@ -79,6 +79,9 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--samples", type=click.IntRange(min=1), show_default="the model's",
               help="Average this many samples (a posterior-mean estimate, higher PSNR); 1 = one sharp sample.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed; each image gets its own generator.")
+@click.option("--bc", "bc_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A boundary condition from `shiftsr search-bc` (BCSR): its searched start noise or seed, "
+                   "for every image; the file fixes the method and steps.")
 @click.option("-t", "--tile", type=click.IntRange(min=0), default=0, show_default=True,
               help="Tile side in input pixels; 0 = auto (no tiling when the image fits the memory budget).")
 @click.option("--tile-overlap", type=click.IntRange(min=0),
@@ -100,7 +103,7 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str, ...], output: Path, model: str,
             preset: str | None, scale: float | None, target: tuple[int, int] | None, method: str | None,
             steps: int | None, order: int | None,
-            samples: int | None, seed: int, tile: int,
+            samples: int | None, seed: int, bc_path: Path | None, tile: int,
             tile_overlap: int | None, device: str, fp32: bool | None, suffix: str, ext: str, overwrite: bool,
             as_json: bool, quiet: bool) -> None:
     """Upscale images (files, folders or globs) with a shiftsr model."""
@@ -133,11 +136,31 @@ def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str,
                                  param_hint="--method")
     size = dict(scale=scale or pipe.scale) if target is None else dict(target=target)
     job = dict(**size, seed=seed, **pipe.sampler_settings(method=method, steps=steps, order=order, samples=samples))
+    sample = pipe
+    if bc_path is not None:
+        sample, sampler = with_boundary(ctx, pipe, bc_path, method=method, steps=steps, order=order, samples=samples,
+                                        seed=seed)
+        job = dict(**size, **sampler)
     ratio = pipe.scale / pipe.codec.scale  # model-space pixels per input pixel
     tiling = dict(tile=to_model_pixels(tile, ratio), tile_overlap=to_model_pixels(overlap, ratio))
-    failed = run_files(pipe, files, output, suffix=suffix, ext=ext, overwrite=overwrite, job=job, tiling=tiling,
+    failed = run_files(sample, files, output, suffix=suffix, ext=ext, overwrite=overwrite, job=job, tiling=tiling,
                        as_json=as_json, quiet=quiet)
     ctx.exit(1 if failed else 0)
+
+
+def with_boundary(ctx: click.Context, pipe, path: Path, *, seed: int, **sampler):
+    """(upscaler, sampler settings) under the boundary condition in path; a usage error if it does not fit."""
+    import functools
+
+    from .boundary import apply_boundary, boundary_job, load_boundary
+
+    given_seed = seed if ctx.get_parameter_source("seed") is click.core.ParameterSource.COMMANDLINE else None
+    try:
+        bc = load_boundary(path, pipe)
+        settings = boundary_job(bc, seed=given_seed, **sampler)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.BadParameter(" ".join(str(error).split()), param_hint="--bc") from None
+    return functools.partial(apply_boundary, pipe, bc), settings
 
 
 def check_preset(preset: str, model: str) -> str:
@@ -296,10 +319,12 @@ def register_commands() -> None:
     from .commands.degrade import degrade
     from .commands.eval import eval_command
     from .commands.metrics import metrics
+    from .commands.search_bc import search_bc
 
     main.add_command(degrade)
     main.add_command(eval_command)
     main.add_command(metrics)
+    main.add_command(search_bc)
 
 
 register_commands()

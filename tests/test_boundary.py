@@ -5,9 +5,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from shiftsr.boundary import (apply_boundary, boundary_job, candidate_noise, center_crop_pair, load_boundary,
-                              model_input, reference_pairs, save_boundary, search_boundary, start_for, start_state,
-                              tile_noise)
+from shiftsr.boundary import (apply_boundary, boundary_job, candidate_noise, center_crop_pair, fixed_noise,
+                              load_boundary, reference_pairs, save_boundary, search_boundary, tile_noise)
 from shiftsr.bundle import SamplerDefaults, save_bundle, settings_for
 from shiftsr.commands.search_bc import search_bc
 from shiftsr.networks import ShiftNet
@@ -71,12 +70,12 @@ def pairs(count=3, side=8, seed=0):
 
 @pytest.mark.parametrize("name,method", [("prior", "noise-injection"), ("resshift", "resshift-ode"),
                                          ("dossr", "dossr-ode"), ("dossr", "dpmpp-2m"), ("sr3", "ddim")])
-def test_start_state_is_the_methods_own_start(pipes, name, method):
+def test_a_stored_noise_is_the_draw_of_its_seed(pipes, name, method):
     # the pipeline with seed s starts from the noise candidate_noise(s) through the method's start formula
     pipe, (lr, _) = pipes[name], pairs(2)
-    canvas, xh = model_input(pipe, lr)
-    start = start_state(pipe, canvas, xh, candidate_noise(11, tuple(xh.shape[1:])), method=method, steps=3)
-    assert torch.equal(pipe(lr, method=method, steps=3, start=start), pipe(lr, method=method, steps=3, seed=11))
+    shape = (pipe.codec.channels, *(4 * n // pipe.codec.scale for n in lr.shape[-2:]))
+    noise = fixed_noise(candidate_noise(11, shape))
+    assert torch.equal(pipe(lr, method=method, steps=3, noise=noise), pipe(lr, method=method, steps=3, seed=11))
 
 
 @pytest.mark.parametrize("lower_is_better", [True, False])
@@ -151,20 +150,22 @@ def test_tiled_noise_is_periodic_and_the_stored_noise_on_its_region():
     assert torch.equal(tile_noise(noise, (3, 4)), noise[:, :3, :4])
 
 
-def test_start_for_any_size(pipes):
+def test_a_boundary_noise_at_any_size(pipes):
     pipe, (lr, hr) = pipes["resshift"], pairs(2)
     bc = search_boundary(pipe, lr, hr, L1(), candidates=2)
     # ResShift start x_T = xh + kappa sqrt(eta_T) eps: recover eps from the start of a larger and a smaller image
     std = pipe.process.kappa * float(pipe.process.shift(pipe.process.t_max)) ** 0.5
     for size in ((13, 21), (5, 6)):
         other = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(3))
-        start = start_for(pipe, bc, other)
-        assert start.shape == (1, 48, *size)
-        eps = (start - model_input(pipe, other)[1]) / std
-        assert torch.allclose(eps[0], tile_noise(bc.noise, size), atol=1e-5)
+        eps = fixed_noise(bc.noise)(torch.Size((1, 48, *size)))
+        assert torch.equal(eps[0], tile_noise(bc.noise, size))
         h, w = min(8, size[0]), min(8, size[1])
-        assert torch.allclose(eps[0, :, :h, :w], bc.noise[:, :h, :w], atol=1e-5)
-        assert apply_boundary(pipe, bc, other).shape == (1, 3, 4 * size[0], 4 * size[1])
+        assert torch.equal(eps[0, :, :h, :w], bc.noise[:, :h, :w])
+        xh = pipe.codec.encode(pipe.source_image(other) * 2 - 1)
+        out = apply_boundary(pipe, bc, other)
+        assert out.shape == (1, 3, 4 * size[0], 4 * size[1])
+        expected = pipe(other, method=bc.method, steps=bc.steps, samples=1, start=xh + std * eps)
+        assert torch.allclose(out, expected, atol=1e-6)
 
 
 def test_noise_boundary_at_the_reference_size_is_its_seed(pipes):
@@ -262,3 +263,13 @@ def test_upscale_with_bc_uses_the_stored_start_and_refuses_another_model(prior_m
     wrong = CliRunner().invoke(cli, ["upscale", str(image), "-m", str(tiny_model), "--bc", str(out), "--device",
                                      "cpu", "-o", str(tmp_path / "wrong"), "-q"])
     assert wrong.exit_code == 2 and "bc.safetensors: made for model" in wrong.output
+
+
+def test_a_fixed_noise_of_another_shape_is_refused():
+    from shiftsr.samplers import randn_like
+
+    x = torch.zeros(2, 3, 4, 4)
+    fixed = torch.randn(2, 3, 4, 4)
+    assert torch.equal(randn_like(x, fixed), fixed)
+    with pytest.raises(ValueError, match=r"fixed noise of shape \(1, 3, 4, 4\) cannot stand for \(2, 3, 4, 4\)"):
+        randn_like(x, fixed[:1])

@@ -2,15 +2,14 @@
 
 A deterministic sampler is a map x0 = h(x_T, y); BCSR (Eq. 20) keeps, of K random x_T, the one whose outputs
 score best on R reference HR/LR pairs, and reuses it for every new image (Eq. 21). The noise is stored as the
-standard normal eps, not as x_T, so it is independent of the image: each image's start is mean(xh) + std * eps
-with the method's own start formula. Beyond the paper, eps is extended periodically to images of any size.
+standard normal eps, not as x_T, so it is independent of the image: the pipeline's noise hook hands it to the
+method's own start formula (mean(xh) + std * eps). Beyond the paper, eps is extended periodically to images of any size.
 Stochastic samplers draw fresh noise at every step; for them the seed is searched instead (MATH.md Sec. 3).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -20,11 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .pipeline import pad_to_multiple, to_batch
-from .processes import DomainShiftProcess, ResShiftProcess
-from .samplers import dossr_timesteps
-from .samplers.common import coefficients
-from .samplers.vp import vp_timesteps
+from .pipeline import to_batch
 
 FORMAT = "shiftsr-boundary/1"
 META_KEY = "shiftsr.boundary"
@@ -96,29 +91,6 @@ def candidate_noise(seed: int, shape: tuple[int, ...]) -> Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
 
 
-def model_input(pipe, lr) -> tuple[Tensor, Tensor]:
-    """(canvas, xh) as the pipeline builds them at the native scale: the LR at the model's scale, padded; encoded."""
-    canvas = pad_to_multiple(pipe.source_image(to_batch(lr).to(pipe.device)), pipe.codec.scale)
-    return canvas, pipe.codec.encode(canvas * 2 - 1)
-
-
-def start_state(pipe, canvas: Tensor, xh: Tensor, noise: Tensor, *, method: str, steps: int) -> Tensor:
-    """x_T = mean(xh) + std * eps with the method's own start: DoSSR Alg. 1, ResShift Eq. 4, SR3, Diff-SR Sec. 3.2."""
-    process = pipe.process
-    eps = tile_noise(noise, tuple(xh.shape[-2:])).to(device=xh.device, dtype=xh.dtype).expand_as(xh)
-    if isinstance(process, DomainShiftProcess):
-        a, b, s = coefficients(process, dossr_timesteps(process, steps)[0])
-        return (a + b) * xh + s * eps
-    if isinstance(process, ResShiftProcess):
-        return xh + process.kappa * math.sqrt(float(process.shift(process.t_max))) * eps
-    if pipe.conditional:
-        return eps.clone()
-    # noise injection at the native scale: the pipeline's own injection time, the first time of its grid
-    t_start = pipe.start_time(pipe.scale, canvas * 2 - 1)
-    a, _, s = coefficients(process, vp_timesteps(process, steps, t_start=t_start)[0])
-    return a * xh + s * eps
-
-
 def tile_noise(noise: Tensor, size: tuple[int, int]) -> Tensor:
     """The stored (C, h, w) eps extended periodically to (C, H, W): eps[c, i mod h, j mod w]; smaller is its corner."""
     height, width = size
@@ -126,11 +98,9 @@ def tile_noise(noise: Tensor, size: tuple[int, int]) -> Tensor:
     return noise.repeat(1, *reps)[:, :height, :width]
 
 
-def start_for(pipe, bc: Boundary, lr) -> Tensor:
-    """The starting state of a noise boundary condition for a batch of LR images of any size (native scale)."""
-    if bc.kind != "noise":
-        raise ValueError(f"{bc.label}: holds a seed (method {bc.method}), not a noise; pass seed={bc.seed} instead")
-    return start_state(pipe, *model_input(pipe, lr), bc.noise, method=bc.method, steps=bc.steps)
+def fixed_noise(noise: Tensor):
+    """The pipeline's noise hook for a stored (C, h, w) eps: tiled to each model-space shape, the same for every image."""
+    return lambda shape: tile_noise(noise, tuple(shape[-2:])).expand(shape)
 
 
 def boundary_job(bc: Boundary, *, method: str | None = None, steps: int | None = None, order: int | None = None,
@@ -163,8 +133,7 @@ def apply_boundary(pipe, bc: Boundary, image, *, method: str | None = None, step
     if call_kwargs.get("strategy") not in (None, "resize") or call_kwargs.get("t_start") is not None:
         raise ValueError(f"{bc.label}: a boundary noise starts the native-scale chain; strategy "
                          f"{call_kwargs.get('strategy')!r} and t_start {call_kwargs.get('t_start')!r} do not apply")
-    lr = to_batch(image)
-    return pipe(lr, start=start_for(pipe, bc, lr), **job, **{**call_kwargs, "strategy": "resize"})
+    return pipe(image, noise=fixed_noise(bc.noise), **job, **{**call_kwargs, "strategy": "resize"})
 
 
 def check_boundary(bc: Boundary, pipe, *, method: str | None = None, steps: int | None = None) -> None:
@@ -225,14 +194,12 @@ def load_boundary(path: str | Path, pipe=None, *, method: str | None = None, ste
 
 
 def score_candidate(pipe, lr: Tensor, hr: Tensor, metric, *, seed: int, method: str, steps: int, order: int | None,
-                    samples: int, inputs: tuple[Tensor, Tensor] | None = None) -> float:
-    """Mean metric over the reference pairs of candidate `seed`'s outputs: its noise (inputs given) or the seed."""
-    if inputs is None:  # a seed candidate: the pipeline draws everything from the seed
+                    samples: int, shape: tuple[int, ...] | None = None) -> float:
+    """Mean metric over the reference pairs of candidate `seed`'s outputs: its noise (of shape, if given) or the seed."""
+    if shape is None:  # a seed candidate: the pipeline draws everything from the seed
         sr = pipe(lr, method=method, steps=steps, order=order, samples=samples, seed=seed)
     else:
-        xh = inputs[1]
-        start = start_state(pipe, *inputs, candidate_noise(seed, tuple(xh.shape[1:])), method=method, steps=steps)
-        sr = pipe(lr, method=method, steps=steps, samples=1, start=start)
+        sr = pipe(lr, method=method, steps=steps, samples=1, noise=fixed_noise(candidate_noise(seed, shape)))
     return float(metric(sr, hr).mean())
 
 
@@ -256,10 +223,8 @@ def search_boundary(pipe, lr: Tensor, hr: Tensor, metric, *, method: str | None 
     if hr.shape[0] != lr.shape[0] or tuple(hr.shape[-2:]) != tuple(pipe.scale * n for n in lr.shape[-2:]):
         raise ValueError(f"reference HR {tuple(hr.shape)} is not the LR {tuple(lr.shape)} at x{pipe.scale}")
     kind = boundary_kind(settings["method"])
-    inputs = None
     if kind == "noise":  # a deterministic sampler from a fixed start: the order is unused, one sample suffices
         settings.update(order=None, samples=1)
-        inputs = model_input(pipe, lr)
     meta = {"format": FORMAT, "kind": kind, "model": None, "fingerprint": model_fingerprint(pipe), **settings,
             "scale": pipe.scale, "process": pipe.settings.process, "codec": pipe.settings.codec,
             "shape": [pipe.codec.channels, *(-(-pipe.scale * n // pipe.codec.scale) for n in lr.shape[-2:])],
@@ -271,7 +236,8 @@ def search_boundary(pipe, lr: Tensor, hr: Tensor, metric, *, method: str | None 
     done = len(bc.meta["scores"])
     for k in tqdm(range(done, candidates), initial=done, total=candidates, disable=not progress,
                   desc="boundary search", unit="candidate"):
-        score = score_candidate(pipe, lr, hr, metric, seed=seed + k, inputs=inputs, **settings)
+        shape = tuple(meta["shape"]) if kind == "noise" else None
+        score = score_candidate(pipe, lr, hr, metric, seed=seed + k, shape=shape, **settings)
         record_score(bc, k, score, seed=seed + k, shape=tuple(meta["shape"]))
         if path is not None:
             save_boundary(bc, path)

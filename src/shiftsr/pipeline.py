@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -170,7 +171,7 @@ class ShiftSRPipeline:
                  strategy: str | None = None, method: str | None = None, steps: int | None = None,
                  order: int | None = None, samples: int | None = None, seed: int = 0, tile: int = 0,
                  tile_overlap: int = 16, start: Tensor | None = None, t_start: float | None = None,
-                 progress: bool = False) -> Tensor:
+                 noise: Callable[[torch.Size], Tensor] | None = None, progress: bool = False) -> Tensor:
         """Upscale one image or a batch of same-size images; returns Bx3xHxW in [0, 1] on the CPU.
 
         The size: scale (any float > 0) or target = (width, height), the box the result is fitted into
@@ -185,7 +186,9 @@ class ShiftSRPipeline:
         samples > 1 returns the mean of that many samples, a Monte-Carlo estimate of the posterior mean
         E[x0 | y] (the MMSE estimate: higher PSNR, less hallucinated detail); samples = 1 returns one sample.
         Sample k of every image draws its noise from its own generator seeded with seed + k * SAMPLE_SEED_STRIDE,
-        so results do not depend on the batch, the tiling or the device.
+        so results do not depend on the batch, the tiling or the device. noise(shape) gives the starting
+        state's standard-normal draw in model space instead (a boundary condition, BCSR Eq. 21); start gives
+        the whole starting state.
         """
         method, steps, order, samples = self.sampler_settings(method=method, steps=steps, order=order,
                                                               samples=samples).values()
@@ -213,7 +216,8 @@ class ShiftSRPipeline:
                 generator = [torch.Generator().manual_seed(seed + k * SAMPLE_SEED_STRIDE) for _ in range(len(lr))]
                 x0 = run_method(method, denoiser, xh, process=self.process, steps=steps, order=order,
                                 scale=factor, generator=generator, start=start, conditional=self.conditional,
-                                t_start=t_start, estimate=estimate, callback=lambda info: bar.update(1))
+                                t_start=t_start, estimate=estimate, callback=lambda info: bar.update(1),
+                                noise=None if noise is None else noise(xh.shape))
                 total = total + self.codec.decode(x0).float()
         return self._crop_or_resize(((total / samples + 1) / 2).clamp(0, 1).cpu(), strategy, size, height, width)
 

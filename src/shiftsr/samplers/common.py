@@ -9,12 +9,19 @@ import torch
 from torch import Tensor
 
 Denoiser = Callable[[Tensor, Tensor, Any], Tensor]
-Generators = torch.Generator | Sequence[torch.Generator] | None
+Generators = torch.Generator | Sequence[torch.Generator] | Tensor | None
 Callback = Callable[[dict], None] | None
 
 
 def randn_like(x: Tensor, generator: Generators) -> Tensor:
-    """Standard normal noise drawn on the CPU, one generator per image, so results ignore batch and device."""
+    """Standard normal noise drawn on the CPU, one generator per image, so results ignore batch and device.
+
+    A tensor in place of the generators is a draw made already (a stored boundary condition, BCSR Eq. 21).
+    """
+    if isinstance(generator, Tensor):
+        if generator.shape != x.shape:
+            raise ValueError(f"a fixed noise of shape {tuple(generator.shape)} cannot stand for {tuple(x.shape)}")
+        return generator.to(device=x.device, dtype=x.dtype)
     if generator is None or isinstance(generator, torch.Generator):
         noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
     else:

@@ -1,0 +1,1 @@
+"""Official checkpoints (ResShift, SinSR, DoSSR, guided-diffusion ADM) read and converted into shiftsr bundles."""

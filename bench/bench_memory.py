@@ -69,24 +69,24 @@ def parts_here(*, model: str, side: int, tile: int, overlap: int, steps: int, de
     untiled and tiled, and the sampler alone with a stand-in denoiser (x0 = a copy of the LR in model space)."""
     import torch
 
-    from shiftsr.methods import run_method
+    from shiftsr.methods import METHODS
     from shiftsr.pipeline import load
 
     torch.set_num_threads(threads)
     pipe = load(model, device=device)
     lr = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(pipe.device)
     with torch.no_grad():
-        xh = pipe.codec.encode(pipe.source_image(lr) * 2 - 1)
+        xh = pipe.encode(pipe.source_image(lr))
         t = torch.full((1,), 0.5 * pipe.process.t_max, device=pipe.device)
-        sampler = pipe.sampler_settings(steps=steps)
+        plan = pipe.plan((side, side), steps=steps)
+        row, ts = METHODS[plan.method], METHODS[plan.method].grid(pipe.process, plan.steps, plan.t_start)
         calls = {
-            "model space": lambda: pipe.codec.encode(pipe.source_image(lr) * 2 - 1),
-            "network untiled": lambda: pipe._tiled(xh, UNTILED, overlap)(xh, t, xh),
-            "network tiled": lambda: pipe._tiled(xh, tile, overlap)(xh, t, xh),
-            "sampler alone": lambda: run_method(
-                sampler["method"], lambda x, time, cond: cond.clone(), xh, process=pipe.process, steps=steps,
-                order=sampler["order"], scale=pipe.scale, generator=[torch.Generator().manual_seed(0)],
-                conditional=pipe.conditional),
+            "model space": lambda: pipe.encode(pipe.source_image(lr)),
+            "network untiled": lambda: pipe.tiled(xh.shape, UNTILED, overlap)(xh, t, xh),
+            "network tiled": lambda: pipe.tiled(xh.shape, tile, overlap)(xh, t, xh),
+            "sampler alone": lambda: row.sample(
+                lambda x, time, cond: xh.clone(), xh.clone(), ts, process=pipe.process, y=xh, cond=xh,
+                order=plan.order, generator=[torch.Generator().manual_seed(0)], callback=None),
         }
         return {name: working_memory(call, pipe.device) for name, call in calls.items()}
 

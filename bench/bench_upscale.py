@@ -9,75 +9,78 @@ import contextlib
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import astuple
 
 import torch
 
-import shiftsr.pipeline as pipeline
 from shiftsr.pipeline import DTYPES, ShiftSRPipeline, load
 
 
-class Stopwatch:
-    """Accumulates wall time of the calls it wraps, synchronising CUDA so GPU work is counted."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds = 0.0
-        self.calls = 0
-
-    def wrap(self, function: Callable) -> Callable:
-        """function, timed into this stopwatch."""
-        def timed(*args, **kwargs):
-            self.sync()
-            started = time.perf_counter()
-            result = function(*args, **kwargs)
-            self.sync()
-            self.seconds += time.perf_counter() - started
-            self.calls += 1
-            return result
-        return timed
-
-    def sync(self) -> None:
-        """Wait for queued GPU work."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def reset(self) -> None:
-        """Start a new measurement."""
-        self.seconds, self.calls = 0.0, 0
+def synchronise(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall time counts it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @contextlib.contextmanager
-def instrumented(pipe: ShiftSRPipeline) -> Iterator[tuple[Stopwatch, Stopwatch]]:
-    """(network, codec + resize) stopwatches wrapped around the pipeline's parts; the originals come back after."""
-    network, codec = Stopwatch(pipe.device), Stopwatch(pipe.device)
-    saved = pipe.net.forward, pipe.codec.encode, pipe.codec.decode, pipeline.imresize
-    pipe.net.forward = network.wrap(pipe.net.forward)
-    pipe.codec.encode, pipe.codec.decode = codec.wrap(pipe.codec.encode), codec.wrap(pipe.codec.decode)
-    pipeline.imresize = codec.wrap(pipeline.imresize)
+def network_stopwatch(pipe: ShiftSRPipeline) -> Iterator[list[float]]:
+    """Seconds spent inside pipe.net's forward calls, accumulated in [seconds, calls] through forward hooks."""
+    totals, started = [0.0, 0], []
+
+    def before(module, args) -> None:
+        synchronise(pipe.device)
+        started.append(time.perf_counter())
+
+    def after(module, args, output) -> None:
+        synchronise(pipe.device)
+        totals[0] += time.perf_counter() - started.pop()
+        totals[1] += 1
+
+    handles = pipe.net.register_forward_pre_hook(before), pipe.net.register_forward_hook(after)
     try:
-        yield network, codec
+        yield totals
     finally:
-        pipe.net.forward, pipe.codec.encode, pipe.codec.decode, pipeline.imresize = saved
+        for handle in handles:
+            handle.remove()
+
+
+def timed(function: Callable, device: torch.device) -> tuple[float, object]:
+    """(seconds, result) of one call, GPU work included."""
+    synchronise(device)
+    started = time.perf_counter()
+    result = function()
+    synchronise(device)
+    return time.perf_counter() - started, result
+
+
+def codec_seconds(pipe: ShiftSRPipeline, image: torch.Tensor, *, scale: float, samples: int) -> float:
+    """The image side of one upscale, run alone: the LR to the source image, its encoding, `samples` decodings
+    and the final MATLAB resize (each through the pipeline's public parts)."""
+    device = pipe.device
+    lr = image.to(device)
+    with torch.no_grad():
+        source, canvas = timed(lambda: pipe.source_image(lr), device)
+        encode, latent = timed(lambda: pipe.encode(canvas), device)
+        decode, decoded = timed(lambda: pipe.decode(latent), device)
+        plan = pipe.plan(tuple(lr.shape[-2:]), scale=scale)
+        resize, _ = timed(lambda: pipe.finish(decoded.clamp(0, 1).cpu(), plan), device)
+    return source + encode + samples * decode + resize
 
 
 def time_upscale(pipe: ShiftSRPipeline, image: torch.Tensor, *, scale: float, runs: int, **sampler) -> dict:
     """Medians over `runs` timed calls after one warm-up: seconds per image, network, codec, sampler overhead."""
-    totals, nets, codecs = [], [], []
-    with instrumented(pipe) as (network, codec):
+    totals, nets = [], []
+    samples = pipe.sampler_settings(**sampler)["samples"]
+    with network_stopwatch(pipe) as network:
         pipe(image, scale=scale, **sampler)
         for _ in range(runs):
-            network.reset(), codec.reset()
-            started = time.perf_counter()
-            pipe(image, scale=scale, **sampler)
-            network.sync()
-            totals.append(time.perf_counter() - started)
-            nets.append(network.seconds)
-            codecs.append(codec.seconds)
-    overheads = [(total - net - cod) / net for total, net, cod in zip(totals, nets, codecs)]
-    return {"seconds": statistics.median(totals), "network": statistics.median(nets),
-            "codec": statistics.median(codecs), "network_calls": network.calls,
-            "overhead": statistics.median(overheads)}
+            network[:] = [0.0, 0]
+            seconds, _ = timed(lambda: pipe(image, scale=scale, **sampler), pipe.device)
+            totals.append(seconds)
+            nets.append(network[0])
+    codec = statistics.median(codec_seconds(pipe, image, scale=scale, samples=samples) for _ in range(runs))
+    overheads = [(total - net - codec) / net for total, net in zip(totals, nets)]
+    return {"seconds": statistics.median(totals), "network": statistics.median(nets), "codec": codec,
+            "network_calls": network[1], "overhead": statistics.median(overheads)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -108,8 +111,7 @@ def main() -> None:
     image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     sampler = dict(method=args.method, steps=args.steps, order=args.order)
     result = time_upscale(pipe, image, scale=args.out / args.size, runs=args.runs, **sampler)
-    method, steps, order = (given or default for given, default in zip(
-        (args.method, args.steps, args.order), astuple(pipe.settings.sampler)))
+    method, steps, order = (pipe.sampler_settings(**sampler)[key] for key in ("method", "steps", "order"))
     print(f"model {args.model}: x{pipe.scale}, {args.size}x{args.size} -> {args.out}x{args.out}, "
           f"{method}, {steps} steps, order {order}")
     print(f"device {pipe.device}, {args.dtype}, torch threads {torch.get_num_threads()}, {args.runs} runs (median)")

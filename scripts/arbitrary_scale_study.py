@@ -4,7 +4,7 @@
 
 Writes docs/arbitrary_scale.md and the raw numbers beside it (docs/arbitrary_scale.json). Every row upscales
 the benchmark LR (MATLAB bicubic, ../shared/data/benchmark/{set}/x{s}) to the HR size with seed 0 and is
-scored by PSNR-Y (BT.601, border = scale) and ST-LPIPS (alex). The noise-level section reads the prior's
+scored by PSNR-Y (BT.601, border = scale) and ST-LPIPS (alex), through the evaluation engine (shiftsr.eval). The noise-level section reads the prior's
 calibration table (src/shiftsr/weights/prior-x4/noise_levels.json, measured on training crops by
 scripts/calibrate_noise.py); nothing here is tuned on the benchmark.
 """
@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-import numpy as np
-
-from shiftsr.data.imresize import imresize
-from shiftsr.imageio import read_image
-from shiftsr.metrics import create, psnr_y
-from shiftsr.pipeline import DEFAULT_STRATEGY, load, resolve_model
-from shiftsr.samplers.noise_injection import NOISE_TABLE_FILE, recoverable_time
+from shiftsr.bundle import resolve_model
+from shiftsr.eval import (benchmark_pairs, bicubic_upscaler, create_metrics, evaluate, json_text, mean, metric_infos,
+                          model_upscaler, summarise)
+from shiftsr.files import write_atomic
+from shiftsr.pipeline import DEFAULT_STRATEGY, load
+from shiftsr.processes import NOISE_TABLE_FILE, recoverable_time
 
 # (label, model, pipeline keywords); "t1" and "paper" stand for start times resolved per model and scale
 ROWS = (
@@ -38,15 +36,6 @@ ROWS = (
 )
 
 
-def pairs(root: Path, name: str, scale: int) -> list[tuple[str, object, object]]:
-    """(file name, HR, LR) of a benchmark set at a scale, matched by name."""
-    folder = root / name / f"x{scale}"
-    names = sorted(p.name for p in (folder / "HR").iterdir() if p.is_file())
-    if not names:
-        raise FileNotFoundError(f"{folder / 'HR'}: no images")
-    return [(n, read_image(folder / "HR" / n).rgb[None], read_image(folder / "LR" / n).rgb[None]) for n in names]
-
-
 def resolve_start(pipe, value, scale: int):
     """A row's t_start: a number, the model's t1, or the paper's noise-injection time at this scale."""
     if value == "t1":
@@ -56,33 +45,24 @@ def resolve_start(pipe, value, scale: int):
     return value
 
 
-def score(upscale, data, scale: int, stlpips) -> dict:
-    """Mean PSNR-Y, ST-LPIPS and seconds per image of one upscaler over a set."""
-    psnrs, lpips, seconds = [], [], []
-    for _, hr, lr in data:
-        started = time.perf_counter()
-        sr = upscale(lr)
-        seconds.append(time.perf_counter() - started)
-        if sr.shape != hr.shape:
-            raise ValueError(f"output {tuple(sr.shape)} is not the HR size {tuple(hr.shape)}")
-        psnrs.append(float(psnr_y(sr, hr, border=scale)[0]))
-        lpips.append(float(stlpips(sr, hr)[0]))
-    return {"psnr_y": float(np.mean(psnrs)), "stlpips": float(np.mean(lpips)), "seconds": float(np.mean(seconds))}
-
-
 def run(args) -> dict:
-    """Every row on every set and scale; bicubic first."""
-    stlpips, pipes = create("stlpips"), {}
-    results: dict = {"rows": ["MATLAB bicubic", *(label for label, _, _ in ROWS)], "scores": {}}
+    """Every row on every set and scale through the evaluation engine; bicubic first."""
+    pipes = {model: load(model, device="cpu") for model in dict.fromkeys(model for _, model, _ in ROWS)}
+    labels = ["MATLAB bicubic", *(label for label, _, _ in ROWS)]
+    results: dict = {"rows": labels, "scores": {}}
     for scale in args.scales:
+        metrics = create_metrics(metric_infos(["psnr", "stlpips"]), crop_border=scale)
+        upscalers = [bicubic_upscaler(scale=scale)]
+        for label, model, keywords in ROWS:
+            start = resolve_start(pipes[model], keywords.get("t_start"), scale)
+            upscalers.append(model_upscaler(pipes[model], label, seed=0, scale=scale,
+                                            **{**keywords, "t_start": start}))
         for name in args.sets:
-            data = pairs(args.root, name, scale)
             cell = results["scores"].setdefault(f"x{scale}", {}).setdefault(name, {})
-            cell["MATLAB bicubic"] = score(lambda lr: imresize(lr, scale=scale).clamp(0, 1), data, scale, stlpips)
-            for label, model, keywords in ROWS:
-                pipe = pipes.setdefault(model, load(model, device="cpu"))
-                kw = dict(keywords, t_start=resolve_start(pipe, keywords.get("t_start"), scale))
-                cell[label] = score(lambda lr: pipe(lr, scale=scale, seed=0, **kw), data, scale, stlpips)
+            outputs = evaluate(benchmark_pairs(args.root, name, scale), upscalers, metrics, desc=f"x{scale} {name}")
+            for label, upscaler, images in zip(labels, upscalers, outputs):
+                row = summarise(name, upscaler, images, ["psnr", "stlpips-alex"])
+                cell[label] = {"psnr_y": row["psnr"], "stlpips": row["stlpips-alex"], "seconds": row["seconds"]}
                 print(f"x{scale} {name} {label}: {json.dumps(cell[label])}", flush=True)
     return results
 
@@ -143,7 +123,7 @@ def write_markdown(results: dict, args) -> None:
                   + " | s / image |", "|---" * (len(names) + 2) + "|"]
         for row in results["rows"]:
             cells = " | ".join(f"{sets[n][row]['psnr_y']:.2f} / {sets[n][row]['stlpips']:.3f}" for n in names)
-            seconds = np.mean([sets[n][row]["seconds"] for n in names])
+            seconds = mean([sets[n][row]["seconds"] for n in names])
             lines.append(f"| {row} | {cells} | {seconds:.2f} |")
         lines.append("")
     lines += ["## Verdict", "", verdict(results), "", "## Noise injection: the injected level per scale", "",
@@ -152,8 +132,8 @@ def write_markdown(results: dict, args) -> None:
               "log(scale) between the measured scales, from (x1, t = 0); beyond x8 the KL rule). t in process "
               "time, T = 1000 (SD scaled-linear betas).", "", *noise_section("prior-x4"), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    write_atomic(args.out, "\n".join(lines))
+    write_atomic(args.out.with_suffix(".json"), json_text(results, indent=1) + "\n")
 
 
 def verdict(results: dict) -> str:

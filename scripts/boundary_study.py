@@ -17,19 +17,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shiftsr.boundary import apply_boundary, center_crop_pair, search_boundary
-from shiftsr.data.imresize import imresize
+from shiftsr.boundary import apply_boundary, candidate_noise, center_crop_pair, search_boundary
+from shiftsr.eval import (Difference, Upscaler, benchmark_pairs, create_metrics, evaluate, load_image, metric_infos,
+                          model_upscaler, paired_difference, ranks, spearman)
+from shiftsr.files import write_atomic
 from shiftsr.imageio import read_image
-from shiftsr.metrics import create
+from shiftsr.ops import imresize
 from shiftsr.pipeline import load
 
-CASES = (  # (model, method, steps, order): each model's own sampler, one sample
-    ("prior-x4", "noise-injection", 10, 1),
-    ("resshift-x4", "resshift-ode", 15, 1),
-    ("default", "dossr-ode", 5, 1),
+CASES = (  # (model, method, steps, order): each model's own sampler, one sample; order None where it has none
+    ("prior-x4", "noise-injection", 10, None),
+    ("resshift-x4", "resshift-ode", 15, None),
+    ("default", "dossr-ode", 5, None),
     ("default", "dossr", 5, 3),
 )
 RANDOM_SEED0 = 10_000  # fresh random starts for the full-size comparison, disjoint from the candidates' seeds
+LPIPS, PSNR = "stlpips-alex", "psnr"  # the engine's metric names
 
 
 def reference_set(root: Path, count: int, patch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,33 +52,13 @@ def reference_set(root: Path, count: int, patch: int, seed: int) -> tuple[torch.
 
 
 def benchmark(root: Path, sets: list[str]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """(name, lr, hr) of every x4 benchmark image, full size."""
-    images = []
-    for name in sets:
-        folder = root / name / "x4"
-        for path in sorted((folder / "HR").glob("*.png")):
-            images.append((f"{name}/{path.stem}", read_image(folder / "LR" / path.name).rgb, read_image(path).rgb))
-    return images
+    """(name, lr, hr) of every x4 benchmark image, full size, as 1x3xHxW batches."""
+    return [(f"{name}/{pair.name}", *load_image(pair)[1:]) for name in sets for pair in benchmark_pairs(root, name, 4)]
 
 
-def scores(sr: torch.Tensor, hr: torch.Tensor, metrics: dict) -> dict[str, np.ndarray]:
-    """Per-image values of every metric."""
-    return {name: metric(sr, hr).numpy() for name, metric in metrics.items()}
-
-
-def ranks(values) -> np.ndarray:
-    return np.argsort(np.argsort(values)).astype(float)
-
-
-def spearman(a, b) -> float:
-    """Spearman rank correlation (no ties in continuous scores)."""
-    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
-
-
-def paired(random: np.ndarray, searched: np.ndarray) -> tuple[float, float, int]:
-    """Per-image gain of the searched start over the random mean (ST-LPIPS, positive = better): mean, s.e., wins."""
-    gain = random - searched
-    return float(gain.mean()), float(gain.std(ddof=1) / np.sqrt(len(gain))), int((gain > 0).sum())
+def values(results: list[dict[str, dict]], metric: str) -> np.ndarray:
+    """One metric of the loop's results as an (upscalers x images) array."""
+    return np.array([[image[metric] for image in result.values()] for result in results])
 
 
 def study(case, refs, crops, full, metrics, args) -> dict:
@@ -84,38 +67,39 @@ def study(case, refs, crops, full, metrics, args) -> dict:
     pipe = load(model, device="cpu")
     job = dict(method=method, steps=steps, order=order, samples=1)
     started = time.perf_counter()
-    bc = search_boundary(pipe, *refs, metrics["stlpips"], candidates=args.candidates, seed=0, progress=True,
+    bc = search_boundary(pipe, *refs, metrics[0], candidates=args.candidates, seed=0, progress=True,
                          info={"model": model}, **job)
     searched = time.perf_counter() - started
     # held-out crops of the reference size: candidate k is seed k for both kinds (same noise at one shape)
-    crop_lr, crop_hr = crops
-    per_candidate = [scores(pipe(crop_lr, seed=k, **job), crop_hr, metrics) for k in range(args.candidates)]
-    crop = {name: np.stack([c[name] for c in per_candidate]) for name in metrics}  # candidates x images
+    candidates = [model_upscaler(pipe, f"seed {k}", seed=k, **job) for k in range(args.candidates)]
+    on_crops = evaluate(crops, candidates, metrics, desc=f"{model} crops")
     # full size: the searched BC (noise extended periodically, or its seed) against fresh random starts
-    full_bc, full_random = {name: [] for name in metrics}, {name: [] for name in metrics}
-    for _, lr, hr in full:
-        for name, values in scores(apply_boundary(pipe, bc, lr, order=order), hr[None], metrics).items():
-            full_bc[name].append(values[0])
-        runs = [scores(pipe(lr, seed=RANDOM_SEED0 + j, **job), hr[None], metrics) for j in range(args.randoms)]
-        for name in metrics:
-            full_random[name].append([run[name][0] for run in runs])
-    result = {"case": case, "bc": bc, "searched_s": searched, "crop": crop, "total_s": time.perf_counter() - started,
-              "full_bc": {name: np.array(values) for name, values in full_bc.items()},  # images
-              "full_random": {name: np.array(values) for name, values in full_random.items()}}  # images x randoms
+    def run_searched(lr: torch.Tensor, seed: int) -> tuple[torch.Tensor, int]:
+        out = apply_boundary(pipe, bc, lr, order=order)
+        return out.image, out.record["nfe"]
+
+    searched_bc = Upscaler("searched", run_searched, job)
+    randoms = [model_upscaler(pipe, f"seed {RANDOM_SEED0 + j}", seed=RANDOM_SEED0 + j, **job)
+               for j in range(args.randoms)]
+    on_full = evaluate(full, [searched_bc, *randoms], metrics, desc=f"{model} full size")
+    names = [metric.name for metric in metrics]
+    result = {"case": case, "bc": bc, "searched_s": searched, "total_s": time.perf_counter() - started,
+              "crop": {name: values(on_crops, name) for name in names},  # candidates x images
+              "full_bc": {name: values(on_full[:1], name)[0] for name in names},  # images
+              "full_random": {name: values(on_full[1:], name).T for name in names}}  # images x randoms
     if bc.kind == "noise":
-        stds = [float(torch.randn(bc.noise.shape, generator=torch.Generator().manual_seed(k)).std())
-                for k in range(args.candidates)]
+        stds = [float(candidate_noise(k, bc.noise.shape).std()) for k in range(args.candidates)]
         result["std_corr"] = spearman(stds, bc.meta["scores"])
         result["bc_std"] = float(bc.noise.std())
     print(model, method, f"{result['total_s']:.0f} s", flush=True)
     return result
 
 
-def verdict(gain: float, se: float) -> str:
+def verdict(gain: Difference) -> str:
     """better / worse where the mean gain is beyond two standard errors, else no measurable difference."""
-    if gain > 2 * se:
+    if gain.mean > 2 * gain.standard_error:
         return "better than"
-    return "worse than" if gain < -2 * se else "not measurably different from"
+    return "worse than" if gain.mean < -2 * gain.standard_error else "not measurably different from"
 
 
 def write_report(results: list[dict], args, seconds: float) -> None:
@@ -143,14 +127,13 @@ def write_report(results: list[dict], args, seconds: float) -> None:
     ]
     for res in results:
         model, method, steps, _ = res["case"]
-        best, lp, ps = res["bc"].meta["best"], res["crop"]["stlpips"], res["crop"]["psnr"]
+        best, lp, ps = res["bc"].meta["best"], res["crop"][LPIPS], res["crop"][PSNR]
         means = lp.mean(axis=1)
-        gain, se, wins = paired(lp.mean(axis=0), lp[best])
-        res["crop_gain"] = (gain, se)
+        gain = res["crop_gain"] = paired_difference(lp.mean(axis=0), lp[best])
         lines.append(f"| {model}, {method} {steps} steps | {means[best]:.4f} | {means.mean():.4f} | "
-                     f"{means.max():.4f} | {means.min():.4f} | {gain:+.4f} ± {se:.4f} | "
-                     f"{gain / (means.mean() - means.min()):.0%} | {wins} of {n} | "
-                     f"{int(ranks(means)[best]) + 1} of {k} | {spearman(res['bc'].meta['scores'], means):+.2f} | "
+                     f"{means.max():.4f} | {means.min():.4f} | {gain.mean:+.4f} ± {gain.standard_error:.4f} | "
+                     f"{gain.mean / (means.mean() - means.min()):.0%} | {gain.wins} of {n} | "
+                     f"{ranks(means)[best]:.0f} of {k} | {spearman(res['bc'].meta['scores'], means):+.2f} | "
                      f"{ps[best].mean():.2f} | {ps.mean():.2f} |")
     lines += [
         "", "## At full image size", "",
@@ -163,12 +146,11 @@ def write_report(results: list[dict], args, seconds: float) -> None:
     ]
     for res in results:
         model, method, steps, _ = res["case"]
-        bc_lp, rnd = res["full_bc"]["stlpips"], res["full_random"]
-        gain, se, wins = paired(rnd["stlpips"].mean(axis=1), bc_lp)
-        res["full_gain"] = (gain, se)
-        lines.append(f"| {model}, {method} {steps} steps | {bc_lp.mean():.4f} | {rnd['stlpips'].mean():.4f} | "
-                     f"{rnd['stlpips'].max(axis=1).mean():.4f} | {gain:+.4f} ± {se:.4f} | {wins} of {n} | "
-                     f"{res['full_bc']['psnr'].mean():.2f} | {rnd['psnr'].mean():.2f} |")
+        bc_lp, rnd = res["full_bc"][LPIPS], res["full_random"]
+        gain = res["full_gain"] = paired_difference(rnd[LPIPS].mean(axis=1), bc_lp)
+        lines.append(f"| {model}, {method} {steps} steps | {bc_lp.mean():.4f} | {rnd[LPIPS].mean():.4f} | "
+                     f"{rnd[LPIPS].max(axis=1).mean():.4f} | {gain.mean:+.4f} ± {gain.standard_error:.4f} | "
+                     f"{gain.wins} of {n} | {res['full_bc'][PSNR].mean():.2f} | {rnd[PSNR].mean():.2f} |")
     lines += ["", "## Search details", "",
               "| Model, sampler | kind | best candidate | reference ST-LPIPS: searched / mean / worst | "
               "search time | whole study time |", "|---|---|---|---|---|---|"]
@@ -184,7 +166,7 @@ def write_report(results: list[dict], args, seconds: float) -> None:
                                                 f"(searched noise std {res['bc_std']:.4f})" for res in noise)
               + ".", ""]
     lines += verdicts(results, args)
-    args.out.write_text("\n".join(lines) + "\n")
+    write_atomic(args.out, "\n".join(lines) + "\n")
 
 
 def verdicts(results: list[dict], args) -> list[str]:
@@ -192,14 +174,14 @@ def verdicts(results: list[dict], args) -> list[str]:
     out = ["## What holds", ""]
     for res in results:
         model, method, _, _ = res["case"]
-        means = res["crop"]["stlpips"].mean(axis=1)
+        means = res["crop"][LPIPS].mean(axis=1)
         crop, full = res["crop_gain"], res["full_gain"]
         out.append(f"- {model}, {method}: the {args.candidates} random starts spread by "
                    f"{means.max() - means.min():.4f} in held-out crop ST-LPIPS (worst - best). At the reference size "
-                   f"the searched "
-                   f"{res['bc'].kind} is {verdict(*crop)} a random start ({crop[0]:+.4f} ± {crop[1]:.4f}); "
-                   f"at full size it is {verdict(*full)} one ({full[0]:+.4f} ± {full[1]:.4f}).")
-    spreads = {res["case"][1]: np.ptp(res["crop"]["stlpips"].mean(axis=1)) for res in results}
+                   f"the searched {res['bc'].kind} is {verdict(crop)} a random start ({crop.mean:+.4f} ± "
+                   f"{crop.standard_error:.4f}); at full size it is {verdict(full)} one ({full.mean:+.4f} ± "
+                   f"{full.standard_error:.4f}).")
+    spreads = {res["case"][1]: np.ptp(res["crop"][LPIPS].mean(axis=1)) for res in results}
     if "dossr-ode" in spreads:
         matters = "matters" if 2 * spreads["dossr-ode"] > spreads.get("dossr", 0) else "hardly matters"
         out.append(f"- MATH.md Sec. 1 expects DoSSR's deterministic sampler from t1 to keep nothing of its start but "
@@ -225,11 +207,11 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     torch.set_num_threads(1)
-    metrics = {"stlpips": create("stlpips"), "psnr": create("psnr", crop_border=4)}
+    metrics = create_metrics(metric_infos([LPIPS, PSNR]), crop_border=4)  # ST-LPIPS first: the search's metric
     refs = reference_set(args.train, args.references, args.patch, args.ref_seed)
     args.full = benchmark(args.benchmark, args.sets)
-    cropped = [center_crop_pair(hr, lr, scale=4, patch=args.patch, name=name) for name, lr, hr in args.full]
-    crops = (torch.stack([lr for _, lr in cropped]), torch.stack([hr for hr, _ in cropped]))
+    crops = [(name, *center_crop_pair(hr, lr, scale=4, patch=args.patch, name=name)[::-1])
+             for name, lr, hr in args.full]
     results = []
     for case in CASES:
         if case[0] in args.cases:

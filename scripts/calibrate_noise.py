@@ -14,21 +14,20 @@ noise_levels.json, which the pipeline then uses by default (interpolated in log(
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from shiftsr.data.imresize import imresize
+from shiftsr.bundle import resolve_model
+from shiftsr.eval import bicubic_upscaler, create_metrics, evaluate, json_text, mean, metric_infos, model_upscaler
+from shiftsr.files import write_atomic
 from shiftsr.imageio import read_image
-from shiftsr.metrics import create, psnr_y
-from shiftsr.pipeline import load, resolve_model
-from shiftsr.samplers.noise_injection import NOISE_TABLE_FILE, NoiseTable, recoverable_time
+from shiftsr.ops import imresize
+from shiftsr.pipeline import load
+from shiftsr.processes import NOISE_TABLE_FILE, NoiseTable, recoverable_time
 
 SCALES = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 GRID = (0, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 600, 700)
@@ -59,22 +58,28 @@ def degrade(hr: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def measure(pipe, crops: list[torch.Tensor], scales, grid, steps: int) -> tuple[np.ndarray, np.ndarray, list]:
-    """Mean ST-LPIPS and PSNR-Y over the crops for every (scale, t), and the KL rule's mean t per scale."""
-    stlpips = create("stlpips")
+    """Mean ST-LPIPS and PSNR-Y over the crops for every (scale, t), and the KL rule's mean t per scale.
+
+    Through the evaluation engine: one upscaler per t (t = 0: the bicubic upscale), image i with seed i.
+    """
     lpips_scores, psnr_scores = np.zeros((len(scales), len(grid))), np.zeros((len(scales), len(grid)))
     kl_times = []
+    stlpips = create_metrics(metric_infos(["stlpips"]))
     for i, scale in enumerate(scales):
-        started, kl = time.perf_counter(), []
-        for index, hr in enumerate(crops):
-            lr = degrade(hr, scale)
-            target = (hr.shape[-1], hr.shape[-2])
-            up = imresize(lr, size=tuple(hr.shape[-2:])).clamp(0, 1)
-            kl.append(recoverable_time(pipe.process, scale, rule="kl", x_up=up * 2 - 1))
-            for j, t in enumerate(grid):
-                sr = up if t == 0 else pipe(lr, target=target, t_start=float(t), steps=steps, samples=1, seed=index)
-                lpips_scores[i, j] += float(stlpips(sr, hr)[0]) / len(crops)
-                psnr_scores[i, j] += float(psnr_y(sr, hr, border=math.ceil(scale))[0]) / len(crops)
-        kl_times.append(float(np.mean(kl)))
+        started = time.perf_counter()
+        metrics = [*stlpips, *create_metrics(metric_infos(["psnr"]), crop_border=math.ceil(scale))]
+        images = [(str(index), degrade(hr, scale), hr) for index, hr in enumerate(crops)]
+        size = tuple(crops[0].shape[-2:])
+        upscalers = [bicubic_upscaler(size=size) if t == 0 else
+                     model_upscaler(pipe, f"t {t}", steps=steps, samples=1, target=size[::-1], t_start=float(t))
+                     for t in grid]
+        results = evaluate(images, upscalers, metrics, desc=f"x{scale:g}", seed_step=1)
+        for j, per_image in enumerate(results):
+            lpips_scores[i, j] = mean([values["stlpips-alex"] for values in per_image.values()])
+            psnr_scores[i, j] = mean([values["psnr"] for values in per_image.values()])
+        kl_times.append(mean([recoverable_time(pipe.process, scale, rule="kl",
+                                               x_up=imresize(lr, size=size).clamp(0, 1) * 2 - 1)
+                              for _, lr, _ in images]))
         print(f"x{scale:g}: best t {grid[int(np.argmin(lpips_scores[i]))]} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     return lpips_scores, psnr_scores, kl_times
@@ -84,10 +89,7 @@ def write_json(path: Path, data: dict, overwrite: bool) -> None:
     """Write data as indented JSON atomically; an existing file needs overwrite."""
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass --overwrite to replace it)")
-    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(json.dumps(data, indent=1) + "\n")
-    os.replace(temp, path)
+    write_atomic(path, json_text(data, indent=1) + "\n")
 
 
 def main() -> None:
@@ -103,7 +105,7 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     pipe = load(args.model, device="cpu")
-    if pipe.conditional:
+    if pipe.family != "prior":
         raise SystemExit(f"{args.model}: a conditional model; noise injection needs an unconditional prior")
     names, crops = training_crops(args.data, args.images, args.crop)
     lpips_scores, psnr_scores, kl_times = measure(pipe, crops, args.scales, args.grid, args.steps)

@@ -4,19 +4,18 @@
 
 Every row upscales the x4 benchmark sets (MATLAB-bicubic LR) with one sample, seed 0, and is scored by PSNR-Y
 (border 4) and ST-LPIPS (alex), with seconds per image (wall clock) and network evaluations (NFE) per image.
-Rows are cached in the JSON beside the Markdown file, keyed by model and sampler and tied to a hash of the model's
-files: a rerun computes only rows (or sets) not there yet, or whose model changed; --fresh recomputes all.
-A model that is not trained yet (or still training) is skipped with the command that trains it.
+Everything is measured by the evaluation engine (shiftsr.eval): its loop, its NFE (the pipeline's count), its
+statistics and its cache, the JSON beside the Markdown file, keyed by model and sampler and tied to the model's
+fingerprint (weights and settings): a rerun computes only rows (or sets) not there yet, or whose model changed;
+--fresh recomputes all. A model that is not trained yet (or still training) is named with the command that trains
+it; its rows come from the cache where an earlier run measured them (marked "cached"), else they are left out.
 Verdicts are computed from the pooled numbers (all images of all sets); each claim states its rule.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,14 +24,16 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from shiftsr.imageio import read_image
-from shiftsr.metrics import create, psnr_y
-from shiftsr.pipeline import load, resolve_model
-from shiftsr.processes import DomainShiftProcess
-from shiftsr.samplers import dossr_start, dossr_timesteps, randn_like, sample_dossr
+from shiftsr.boundary import model_fingerprint
+from shiftsr.bundle import resolve_model
+from shiftsr.eval import (ImagePair, ResultCache, Upscaler, benchmark_pairs, create_metrics, evaluate, mean,
+                          metric_infos, model_upscaler, spearman, summarise)
+from shiftsr.files import write_atomic
+from shiftsr.pipeline import load
 from shiftsr.training.config import load_config
 
-NO_DOSG = "dossr-no-dosg"  # DoSSR Solver-k with guidance=False (eta = 0); on a VP model from pure noise at T
+NO_DOSG = "dossr-no-dosg"  # DoSSR's w/o-DoSG ablation (Solver-k on the eta = 0 equation), a method of the table
+PSNR, LPIPS = "psnr", "stlpips-alex"  # the engine's metric names: PSNR-Y (border 4), ST-LPIPS (alex)
 ROOT = Path(__file__).resolve().parents[1]  # model and recipe paths below are relative to the repository
 PRIOR_RUN = "runs/prior"
 
@@ -113,7 +114,7 @@ GROUPS = {
 }
 
 
-# --- models: what exists, what it cost, whether it changed --------------------------------------------------
+# --- models: what exists and what it cost ---------------------------------------------------------------------
 
 def training_state(model: Model) -> str | None:
     """None when the model is ready, else why not (with the command that trains it)."""
@@ -130,15 +131,6 @@ def training_state(model: Model) -> str | None:
             total = load_config(ROOT / model.config).optim.iterations
             return f"{hint} (training in progress: step {step} of {total})"
     return None
-
-
-def fingerprint(model: Model) -> str:
-    """SHA-256 over the model folder's files, so a retrained model invalidates its cached rows."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in model.folder.rglob("*") if p.is_file()):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def budget(config: Path) -> str:
@@ -159,129 +151,95 @@ def parameters(model: Model) -> int:
         return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
 
 
-# --- evaluation ------------------------------------------------------------------------------------------------
+# --- evaluation (the engine's loop and cache) -------------------------------------------------------------------
 
-class Counted:
-    """A denoiser that counts its calls (network evaluations)."""
-
-    def __init__(self, denoiser: Callable):
-        self.denoiser, self.calls = denoiser, 0
-
-    def __call__(self, *args):
-        """The wrapped denoiser's output; one more call counted."""
-        self.calls += 1
-        return self.denoiser(*args)
-
-
-@torch.no_grad()
-def upscale_without_dosg(pipe, lr: torch.Tensor, *, steps: int, order: int, seed: int) -> torch.Tensor:
-    """DoSSR Solver-k with guidance=False (DoSSR Sec. 4.3): from dossr_start at t1, or on a VP model from noise at T."""
-    xh = pipe.codec.encode(pipe.source_image(lr) * 2 - 1)
-    generator = [torch.Generator().manual_seed(seed)]
-    process = pipe.process
-    if isinstance(process, DomainShiftProcess):
-        ts = dossr_timesteps(process, steps)
-        x = dossr_start(process, xh, ts[0], generator)
-    else:
-        ts = torch.linspace(process.t_max, 0, steps + 1, dtype=torch.float64).tolist()
-        x = randn_like(xh, generator)
-    x0 = sample_dossr(pipe.denoiser, x, ts, process=process, xh=xh, cond=xh, order=order, guidance=False,
-                      generator=generator)
-    return ((pipe.codec.decode(x0).float() + 1) / 2).clamp(0, 1).cpu()
+def compute(sets: dict[str, list[ImagePair]], cache: ResultCache) -> dict[str, str]:
+    """Measure every (row, set) the cache lacks for the models on disk; returns {model path: why it is absent}."""
+    metrics = create_metrics(metric_infos([PSNR, LPIPS]), crop_border=4)
+    pipes, stamps, skipped = {}, {}, {}
+    for row in all_rows():
+        why = training_state(row.model)
+        if why:
+            skipped[row.model.path] = why
+            continue
+        if row.model.path not in pipes:
+            pipes[row.model.path] = load(row.model.folder, device="cpu")
+            stamps[row.model.path] = model_fingerprint(pipes[row.model.path])
+        upscaler = model_upscaler(pipes[row.model.path], row.model.path, method=row.method, steps=row.steps,
+                                  order=row.order, samples=1, seed=0)
+        for name, pairs in sets.items():
+            cache.row(row.key, stamps[row.model.path], name, lambda: measure(row, upscaler, name, pairs, metrics),
+                      label=row.label, model=row.model.path, sampler=row.sampler)
+    return skipped
 
 
-def evaluate(row: Row, pipe, folder: Path, stlpips) -> dict:
-    """Mean PSNR-Y, ST-LPIPS, seconds and NFE per image over one benchmark folder (HR/ and LR/)."""
-    names = sorted(p.name for p in (folder / "LR").glob("*.png"))
-    if not names:
-        raise FileNotFoundError(f"{folder / 'LR'}: no PNG images")
-    sums = {"psnr_y": 0.0, "stlpips": 0.0, "seconds": 0.0, "nfe": 0.0}
-    for name in names:
-        lr, hr = read_image(folder / "LR" / name).rgb[None], read_image(folder / "HR" / name).rgb[None]
-        pipe.denoiser.calls = 0
-        started = time.perf_counter()
-        if row.method == NO_DOSG:
-            sr = upscale_without_dosg(pipe, lr, steps=row.steps, order=row.order, seed=0)
-        else:
-            sr = pipe(lr, method=row.method, steps=row.steps, order=row.order, samples=1, seed=0)
-        sums["seconds"] += time.perf_counter() - started
-        sums["nfe"] += pipe.denoiser.calls
-        sums["psnr_y"] += float(psnr_y(sr, hr, border=4))
-        sums["stlpips"] += float(stlpips(sr, hr).mean())
-    return {"images": len(names), **{key: value / len(names) for key, value in sums.items()}}
+def measure(row: Row, upscaler: Upscaler, set_name: str, pairs: list[ImagePair], metrics: list) -> dict:
+    """The engine's summary of one row on one set, printed as it comes."""
+    (images,) = evaluate(pairs, [upscaler], metrics, desc=set_name)
+    summary = summarise(set_name, upscaler, images, [PSNR, LPIPS])
+    print(f"{row.label} [{row.model.path}, {row.sampler}] {set_name}: {fmt(summary)}, NFE {summary['nfe']}, "
+          f"{summary['seconds']:.2f} s/image", flush=True)
+    return summary
 
 
-def pooled(entry: dict, sets: list[str]) -> dict:
-    """Image-weighted means over the sets."""
-    images = sum(entry["sets"][s]["images"] for s in sets)
-    return {key: sum(entry["sets"][s][key] * entry["sets"][s]["images"] for s in sets) / images
-            for key in ("psnr_y", "stlpips", "seconds", "nfe")}
+def pooled(cache: ResultCache, row: Row, sets: list[str]) -> dict | None:
+    """Image-weighted means over the sets (all images of all sets), or None where a set was never measured."""
+    found = [cache.cached(row.key, name) for name in sets]
+    if any(summary is None for summary in found):
+        return None
+    weights = [summary["images"] for summary in found]
+    return {key: mean([summary[key] for summary in found], weights=weights) for key in (PSNR, LPIPS, "seconds", "nfe")}
 
 
 # --- claims ----------------------------------------------------------------------------------------------------
 
-def spearman(xs: list[float], ys: list[float]) -> float:
-    """Spearman rank correlation (no ties expected)."""
-    def ranks(values):
-        """0-based ranks of the values."""
-        order = sorted(range(len(values)), key=values.__getitem__)
-        out = [0.0] * len(values)
-        for rank, i in enumerate(order):
-            out[i] = float(rank)
-        return out
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    return cov / math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-
-
 def fmt(m: dict) -> str:
     """PSNR-Y / ST-LPIPS of one row."""
-    return f"{m['psnr_y']:.2f} / {m['stlpips']:.3f}"
+    return f"{m[PSNR]:.2f} / {m[LPIPS]:.3f}"
 
 
 def claim_dosg(m: list[dict]) -> tuple[bool, str]:
     """DoSSR Table 2, rows DDPM and t1 = T: DoSG better on every metric."""
     with_, without = m
-    return (with_["psnr_y"] > without["psnr_y"] and with_["stlpips"] < without["stlpips"],
+    return (with_[PSNR] > without[PSNR] and with_[LPIPS] < without[LPIPS],
             f"with DoSG {fmt(with_)}, without {fmt(without)}")
 
 
 def claim_dosg_sampler(m: list[dict]) -> tuple[bool, str]:
     """Guided beats eta = 0 sampling of the same DoSSR model, at orders 1 and 3."""
     g1, g3, u1, u3 = m
-    holds = all(g["psnr_y"] > u["psnr_y"] and g["stlpips"] < u["stlpips"] for g, u in ((g1, u1), (g3, u3)))
+    holds = all(g[PSNR] > u[PSNR] and g[LPIPS] < u[LPIPS] for g, u in ((g1, u1), (g3, u3)))
     return holds, f"order 1: with {fmt(g1)}, without {fmt(u1)}; order 3: with {fmt(g3)}, without {fmt(u3)}"
 
 
 def claim_order(m: list[dict]) -> tuple[bool, str]:
     """DoSSR Table 3: order 3 best at 5 steps."""
-    best = min(range(3), key=lambda k: m[k]["stlpips"]) + 1
+    best = min(range(3), key=lambda k: m[k][LPIPS]) + 1
     return best == 3, "; ".join(f"order {k + 1}: {fmt(m[k])}" for k in range(3)) + f"; lowest ST-LPIPS: order {best}"
 
 
 def claim_steps(m: list[dict]) -> tuple[bool, str]:
     """DoSSR Fig. 4(a): reference-based metrics decline as steps grow."""
     steps = list(range(1, len(m) + 1))
-    rho_psnr = spearman(steps, [r["psnr_y"] for r in m])
-    rho_lpips = spearman(steps, [r["stlpips"] for r in m])
-    best = min(steps, key=lambda n: m[n - 1]["stlpips"])
-    return rho_psnr < 0, (f"Spearman rho(steps, PSNR-Y) = {rho_psnr:+.2f} (1 step {m[0]['psnr_y']:.2f} dB, "
-                          f"{steps[-1]} steps {m[-1]['psnr_y']:.2f} dB); rho(steps, ST-LPIPS) = {rho_lpips:+.2f}, "
+    rho_psnr = spearman(steps, [r[PSNR] for r in m])
+    rho_lpips = spearman(steps, [r[LPIPS] for r in m])
+    best = min(steps, key=lambda n: m[n - 1][LPIPS])
+    return rho_psnr < 0, (f"Spearman rho(steps, PSNR-Y) = {rho_psnr:+.2f} (1 step {m[0][PSNR]:.2f} dB, "
+                          f"{steps[-1]} steps {m[-1][PSNR]:.2f} dB); rho(steps, ST-LPIPS) = {rho_lpips:+.2f}, "
                           f"lowest ST-LPIPS at {best} steps")
 
 
 def claim_t1_best(m: list[dict]) -> tuple[bool, str]:
     """DoSSR Table 2: t1 = T/2 best."""
     names = ("T", "T/2", "T/3")
-    best = min(range(3), key=lambda k: m[k]["stlpips"])
+    best = min(range(3), key=lambda k: m[k][LPIPS])
     return best == 1, "; ".join(f"{n}: {fmt(r)}" for n, r in zip(names, m)) + f"; lowest ST-LPIPS: {names[best]}"
 
 
 def claim_t1_fidelity(m: list[dict]) -> tuple[bool, str]:
     """DoSSR Sec. 4.3: a smaller t1 stays closer to the LR."""
-    return (m[0]["psnr_y"] < m[1]["psnr_y"] < m[2]["psnr_y"],
-            "PSNR-Y at t1 = T, T/2, T/3: " + ", ".join(f"{r['psnr_y']:.2f}" for r in m) + " dB")
+    return (m[0][PSNR] < m[1][PSNR] < m[2][PSNR],
+            "PSNR-Y at t1 = T, T/2, T/3: " + ", ".join(f"{r[PSNR]:.2f}" for r in m) + " dB")
 
 
 def trade_off(name: str) -> Callable[[list[dict]], tuple[bool, str]]:
@@ -289,7 +247,7 @@ def trade_off(name: str) -> Callable[[list[dict]], tuple[bool, str]]:
     def rule(m: list[dict]) -> tuple[bool, str]:
         """Higher PSNR-Y and higher ST-LPIPS than the paper's default setting."""
         base, other = m
-        return (other["psnr_y"] > base["psnr_y"] and other["stlpips"] > base["stlpips"],
+        return (other[PSNR] > base[PSNR] and other[LPIPS] > base[LPIPS],
                 f"{name} {fmt(other)} vs T = 15, p = 0.3, kappa = 2 {fmt(base)}")
     return rule
 
@@ -297,14 +255,14 @@ def trade_off(name: str) -> Callable[[list[dict]], tuple[bool, str]]:
 def claim_kappa(m: list[dict]) -> tuple[bool, str]:
     """ResShift Table 1: kappa = 2 at least as good as kappa = 1."""
     base, k1 = m
-    return (base["psnr_y"] >= k1["psnr_y"] and base["stlpips"] <= k1["stlpips"],
+    return (base[PSNR] >= k1[PSNR] and base[LPIPS] <= k1[LPIPS],
             f"kappa = 2 {fmt(base)} vs kappa = 1 {fmt(k1)}")
 
 
 def claim_vp_quality(m: list[dict]) -> tuple[bool, str]:
     """DoSSR Table 1: 5 NFE no worse than many-step diffusion SR."""
     ours, ddim, ddpm = m
-    holds = all(ours["psnr_y"] >= b["psnr_y"] and ours["stlpips"] <= b["stlpips"] for b in (ddim, ddpm))
+    holds = all(ours[PSNR] >= b[PSNR] and ours[LPIPS] <= b[LPIPS] for b in (ddim, ddpm))
     return holds, (f"DoSSR-5 {fmt(ours)} ({ours['nfe']:.0f} NFE); DDIM-50 {fmt(ddim)} ({ddim['nfe']:.0f} NFE); "
                    f"DDPM-100 {fmt(ddpm)} ({ddpm['nfe']:.0f} NFE)")
 
@@ -386,73 +344,42 @@ def all_rows() -> list[Row]:
     return list(seen.values())
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write text through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def compute(args: argparse.Namespace, cache: dict) -> tuple[dict, dict[str, str]]:
-    """Fill the cache with every missing (row, set); return it and {model path: why it was skipped}."""
-    stlpips, pipes, skipped = None, {}, {}
-    rows = cache.setdefault("rows", {})
-    for row in all_rows():
-        why = training_state(row.model)
-        if why:
-            skipped[row.model.path] = why
-            continue
-        stamp = fingerprint(row.model)
-        entry = rows.get(row.key)
-        if entry is None or entry.get("fingerprint") != stamp:
-            entry = rows[row.key] = {"label": row.label, "model": row.model.path, "sampler": row.sampler,
-                                     "fingerprint": stamp, "sets": {}}
-        for name in [s for s in args.sets if s not in entry["sets"]]:
-            if row.model.path not in pipes:
-                pipes[row.model.path] = load(row.model.folder, device="cpu")
-                pipes[row.model.path].denoiser = Counted(pipes[row.model.path].denoiser)
-            stlpips = stlpips or create("stlpips")
-            entry["sets"][name] = evaluate(row, pipes[row.model.path], args.root / name / "x4", stlpips)
-            print(f"{row.label} [{row.model.path}, {row.sampler}] {name}: {json.dumps(entry['sets'][name])}",
-                  flush=True)
-            write_atomic(args.out.with_suffix(".json"), json.dumps(cache, indent=2) + "\n")
-    return cache, skipped
-
-
-def judge(cache: dict, sets: list[str], skipped: dict[str, str]) -> list[dict]:
-    """Each claim with its verdict from the cached numbers, or the models it still waits for."""
+def judge(cache: ResultCache, sets: list[str], skipped: dict[str, str]) -> list[dict]:
+    """Each claim with its verdict from the pooled numbers, or the models it still waits for."""
     out = []
     for claim in CLAIMS:
         head = {"source": claim.source, "says": claim.says, "rule": claim.rule}
-        missing = sorted({skipped[r.model.path] for r in claim.rows if r.model.path in skipped})
-        if missing:
+        numbers = [pooled(cache, row, sets) for row in claim.rows]
+        if any(m is None for m in numbers):
+            missing = sorted({skipped.get(r.model.path, "not computed") for r, m in zip(claim.rows, numbers)
+                              if m is None})
             out.append({**head, "verdict": "not evaluated", "numbers": "; ".join(missing)})
             continue
-        holds, numbers = claim.check([pooled(cache["rows"][r.key], sets) for r in claim.rows])
-        out.append({**head, "verdict": "holds" if holds else "does not hold", "numbers": numbers})
+        holds, text = claim.check(numbers)
+        out.append({**head, "verdict": "holds" if holds else "does not hold", "numbers": text})
     return out
 
 
-def markdown(cache: dict, claims: list[dict], sets: list[str], skipped: dict[str, str], command: str) -> str:
+def markdown(cache: ResultCache, claims: list[dict], sets: list[str], skipped: dict[str, str], command: str) -> str:
     """docs/results.md: the budget, the claims with verdicts, and every group's table."""
     models = {r.model.path: r.model for r in all_rows()}
     lines = ["# The papers' claims at our scale", "",
              f"Generated by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
              f"Evaluation: {', '.join(sets)} x4 (MATLAB-bicubic LR); one sample, seed 0; PSNR-Y (border 4) and "
              "ST-LPIPS (alex, lower is better) averaged over all images of these sets; wall-clock seconds per "
-             f"image on the CPU with {torch.get_num_threads()} torch thread(s); NFE = network evaluations per image.",
-             ""]
+             f"image on the CPU with {torch.get_num_threads()} torch thread(s); NFE = network evaluations per image, "
+             "as the pipeline counts them. Rows marked (cached) are of a model not in this checkout, measured by an "
+             "earlier run of this script.", ""]
     prior = next((ROOT / PRIOR_RUN).glob("train_config.*"), None)
     prior_budget = budget(prior) if prior else "its recipe is not in this checkout"
     lines += [f"Training budget of each model (the prior `{PRIOR_RUN}/model`: {prior_budget}, not counted):", ""]
     lines += [f"- `{path}`: {model_budget(model)}" + (f" ({skipped[path]})" if path in skipped else "")
               for path, model in models.items()]
-    sizes = sorted({parameters(m) for m in models.values() if m.path not in skipped})
+    sizes = sorted({f"{parameters(m) / 1e6:.2f}" for m in models.values() if m.path not in skipped}, key=float)
     lines += ["", "ST-LPIPS stands in for the papers' perceptual metrics (DoSSR reports only no-reference ones for "
-              f"its ablations: CLIPIQA, MUSIQ, MANIQA, TOPIQ). Our networks have {sizes[0] / 1e6:.2f}-"
-              f"{sizes[-1] / 1e6:.2f}M parameters and short training runs, so a claim that does not hold here says "
-              "little about the papers' scale.",
+              f"its ablations: CLIPIQA, MUSIQ, MANIQA, TOPIQ). Our networks in this checkout have "
+              f"{'-'.join(dict.fromkeys([sizes[0], sizes[-1]]))}M parameters and short training runs, so a claim that "
+              "does not hold here says little about the papers' scale.",
               "", "## Claims", "",
               "| Source | The paper says | Our rule | Our numbers (PSNR-Y dB / ST-LPIPS) | Verdict |",
               "|---|---|---|---|---|"]
@@ -462,15 +389,14 @@ def markdown(cache: dict, claims: list[dict], sets: list[str], skipped: dict[str
                   "| Row | Model | Sampler | NFE | " + " | ".join(f"{s} PSNR-Y / ST-LPIPS" for s in sets)
                   + " | All | s/image |", "|" + "---|" * (6 + len(sets))]
         for row in rows:
-            entry = cache.get("rows", {}).get(row.key)
-            if row.model.path in skipped or entry is None or any(s not in entry["sets"] for s in sets):
-                why = skipped.get(row.model.path, "not computed")
+            total = pooled(cache, row, sets)
+            if total is None:
                 lines.append(f"| {row.label} | `{row.model.path}` | {row.sampler} | - | "
-                             + " | ".join("-" for _ in sets) + f" | {why} | - |")
+                             + " | ".join("-" for _ in sets) + f" | {skipped.get(row.model.path, 'not computed')} | - |")
                 continue
-            total = pooled(entry, sets)
-            cells = " | ".join(fmt(entry["sets"][s]) for s in sets)
-            lines.append(f"| {row.label} | `{row.model.path}` | {row.sampler} | {total['nfe']:.0f} | {cells} | "
+            label = row.label + (" (cached)" if row.model.path in skipped else "")
+            cells = " | ".join(fmt(cache.cached(row.key, s)) for s in sets)
+            lines.append(f"| {label} | `{row.model.path}` | {row.sampler} | {total['nfe']:.0f} | {cells} | "
                          f"{fmt(total)} | {total['seconds']:.2f} |")
     return "\n".join(lines) + "\n"
 
@@ -484,22 +410,21 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="ignore the cached rows and recompute everything")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
-    for name in args.sets:
-        if not (args.root / name / "x4" / "LR").is_dir():
-            raise SystemExit(f"paper_claims: {args.root / name / 'x4' / 'LR'}: no such folder")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cache_path = args.out.with_suffix(".json")
-    cache = {} if args.fresh or not cache_path.is_file() else json.loads(cache_path.read_text())
-    cache, skipped = compute(args, cache)
+    try:
+        sets = {name: benchmark_pairs(args.root, name, 4) for name in args.sets}
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"paper_claims: {error}") from None
+    cache = ResultCache(args.out.with_suffix(".json"), fresh=args.fresh)
+    skipped = compute(sets, cache)
     for why in sorted(set(skipped.values())):
         print(why)
-    cache["claims"] = judge(cache, args.sets, skipped)
-    cache["sets"] = args.sets
+    cache.document.update(claims=judge(cache, args.sets, skipped), sets=args.sets)
+    cache.save()
     command = "python scripts/paper_claims.py --sets " + " ".join(args.sets)
-    write_atomic(cache_path, json.dumps(cache, indent=2) + "\n")
-    write_atomic(args.out, markdown(cache, cache["claims"], args.sets, skipped, command))
-    for claim in cache["claims"]:
+    write_atomic(args.out, markdown(cache, cache.document["claims"], args.sets, skipped, command))
+    for claim in cache.document["claims"]:
         print(f"{claim['verdict']:>14s}: {claim['source']}: {claim['numbers']}")
 
 

@@ -7,19 +7,21 @@
         --prior runs/prior --out docs/training_ablation.md
 
 Every model is scored with its shipped sampler and one sample (seed 0) on Set5, Set14 and BSD100 (x4, MATLAB
-bicubic LR): PSNR-Y and SSIM-Y (border 4) and ST-LPIPS (alex). The training budget is read from each run's
-saved config.
+bicubic LR), beside MATLAB bicubic, by the evaluation engine (shiftsr.eval): PSNR-Y and SSIM-Y (border 4) and
+ST-LPIPS (alex). The training budget is read from each run's saved config.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from shiftsr.evaluate import default_metrics, evaluate_pairs
-from shiftsr.metrics import create
+from shiftsr.eval import (benchmark_pairs, bicubic_upscaler, create_metrics, evaluate, json_text, mean, metric_infos,
+                          model_upscaler, summarise)
+from shiftsr.files import write_atomic
 from shiftsr.pipeline import load
 from shiftsr.training.config import load_config
+
+METRICS = ("psnr", "ssim", "stlpips-alex")
 
 
 def budget(model_dir: Path) -> str:
@@ -36,18 +38,21 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["Set5", "Set14", "BSD100"])
     parser.add_argument("--out", type=Path, default=Path("docs/training_ablation.md"))
     args = parser.parse_args()
-    stlpips = create("stlpips")
-    metrics = {**default_metrics(4), "stlpips": lambda sr, hr: float(stlpips(sr, hr).mean())}
-    results = []
+    metrics = create_metrics(metric_infos(list(METRICS)), crop_border=4)
+    sets = {name: benchmark_pairs(args.root, name, 4) for name in args.sets}
+    upscalers = [bicubic_upscaler(scale=4)]
+    labels, budgets = ["Bicubic"], ["-"]
     for item in args.models:
         label, folder = item.split("=", 1)
-        pipe = load(folder, device="cpu")
-        row = {"label": label, "budget": budget(Path(folder)), "sampler": pipe.sampler_settings(samples=1)}
-        for name in args.sets:
-            data = args.root / name / "x4"
-            row[name] = evaluate_pairs(pipe, data / "HR", data / "LR", scale=4, metrics=metrics, samples=1, seed=0)
-            print(label, name, json.dumps(row[name]), flush=True)
-        results.append(row)
+        upscalers.append(model_upscaler(load(folder, device="cpu"), label, samples=1, seed=0))
+        labels.append(label)
+        budgets.append(budget(Path(folder)))
+    results = [{"label": label, "budget": cost, "sampler": upscaler.sampler, "sets": {}}
+               for label, cost, upscaler in zip(labels, budgets, upscalers)]
+    for name, pairs in sets.items():
+        for result, upscaler, images in zip(results, upscalers, evaluate(pairs, upscalers, metrics, desc=name)):
+            result["sets"][name] = summarise(name, upscaler, images, list(METRICS))
+            print(result["label"], name, {key: round(result["sets"][name][key], 4) for key in METRICS}, flush=True)
     write_table(results, args)
 
 
@@ -61,19 +66,17 @@ def write_table(results: list[dict], args) -> None:
         lines += [f"The prior (`{args.prior}`) was trained separately for {budget(args.prior / 'model')} "
                   "on the same images; that cost is not in the fine-tuned model's budget.", ""]
     lines += [head, "|" + "---|" * (4 + len(args.sets))]
-    first = results[0]
-    bicubic = " | ".join(f"{first[s]['bicubic_psnr']:.2f} / {first[s]['bicubic_ssim']:.4f} / "
-                         f"{first[s]['bicubic_stlpips']:.3f}" for s in args.sets)
-    lines.append(f"| Bicubic | - | - | {bicubic} | - |")
-    for row in results:
-        sampler = row["sampler"]
-        cells = " | ".join(f"{row[s]['psnr']:.2f} / {row[s]['ssim']:.4f} / {row[s]['stlpips']:.3f}" for s in args.sets)
-        seconds = sum(row[s]["seconds"] * row[s]["images"] for s in args.sets) / sum(row[s]["images"] for s in args.sets)
-        lines.append(f"| {row['label']} | {row['budget']} | {sampler['method']}, {sampler['steps']} steps | "
-                     f"{cells} | {seconds:.2f} |")
+    for result in results:
+        sampler = result["sampler"]
+        by_set = [result["sets"][s] for s in args.sets]
+        cells = " | ".join(f"{row['psnr']:.2f} / {row['ssim']:.4f} / {row['stlpips-alex']:.3f}" for row in by_set)
+        seconds = mean([row["seconds"] for row in by_set], weights=[row["images"] for row in by_set])
+        method = f"{sampler['method']}, {sampler['steps']} steps" if sampler else "-"
+        lines.append(f"| {result['label']} | {result['budget']} | {method} | {cells} | "
+                     + ("-" if not sampler else f"{seconds:.2f}") + " |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    write_atomic(args.out, "\n".join(lines) + "\n")
+    write_atomic(args.out.with_suffix(".json"), json_text(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,13 @@ from PIL import Image
 
 from shiftsr.bundle import SamplerDefaults, save_bundle, settings_for
 from shiftsr.cli import main
-from shiftsr.methods import run_method
-from shiftsr.pipeline import bundled_models, load, output_size, pad_to_multiple, round_half_up
-from shiftsr.processes import DomainShiftProcess, ResShiftProcess, VPProcess
-from shiftsr.samplers.noise_injection import NOISE_TABLE_FILE, NoiseTable, isotonic, load_noise_table
+from shiftsr.bundle import bundled_models, resolve_model
+from shiftsr.methods import METHODS
+from shiftsr.ops.padding import pad_to_multiple
+from shiftsr.ops.sizes import output_size, round_half_up
+from shiftsr.pipeline import load
+from shiftsr.processes import DomainShiftProcess, ResShiftProcess, VPProcess, start_state
+from shiftsr.processes.start import NOISE_TABLE_FILE, NoiseTable, isotonic, load_noise_table
 
 SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
 
@@ -101,7 +104,7 @@ def test_native_scale_and_scale_none_are_the_same_call(pipes):
 
 
 def test_resize_strategy_is_the_native_upscale_resized(pipes):
-    from shiftsr.data.imresize import imresize
+    from shiftsr.ops.imresize import imresize
 
     pipe = pipes["dossr"]
     native = pipe(image(), seed=2)
@@ -184,19 +187,20 @@ def test_table_file_round_trip_and_errors(tmp_path):
 def test_pipeline_uses_the_table_in_the_model_folder_else_the_paper(tiny_prior, tmp_path):
     import shutil
 
-    x_up = torch.zeros(1, 3, 8, 8)
-    assert load(tiny_prior, device="cpu").start_time(2.0, x_up) == pytest.approx(200)  # paper: 20% of T at 2x
+    assert load(tiny_prior, device="cpu").plan((8, 8), scale=2.0).t_start == pytest.approx(200)  # paper: 20% at 2x
     folder = shutil.copytree(tiny_prior, tmp_path / "with_table")
     (folder / NOISE_TABLE_FILE).write_text(json.dumps({"scales": [2, 4, 8], "t_start": [100, 300, 400],
                                                        "t_max": 1000}))
     pipe = load(folder, device="cpu")
-    assert pipe.start_time(2.0, x_up) == pytest.approx(100)
-    assert pipe.start_time(math.sqrt(8), x_up) == pytest.approx(200)
-    assert pipe.start_time(16.0, x_up) == 0  # beyond the table: the KL rule (a flat image has lost nothing)
+    assert pipe.plan((8, 8), scale=2.0).t_start == pytest.approx(100)
+    assert pipe.plan((1000, 1000), scale=math.sqrt(8)).t_start == pytest.approx(200, abs=0.1)  # sides round
+    assert pipe.plan((8, 8), scale=16.0).t_start is None  # beyond the table: the KL rule, decided per image
+    flat = torch.full((1, 3, 8, 8), 0.5)
+    assert pipe.run(flat, scale=16.0).record["t_start"] == 0  # a flat image has lost nothing
 
 
 def test_a_start_at_the_clean_state_returns_the_upsampled_lr(pipes):
-    from shiftsr.data.imresize import imresize
+    from shiftsr.ops.imresize import imresize
 
     for pipe in pipes.values():
         expected = imresize(image()[None], size=(19, 30)).clamp(0, 1)
@@ -205,8 +209,6 @@ def test_a_start_at_the_clean_state_returns_the_upsampled_lr(pipes):
 
 @pytest.mark.skipif("prior-x4" not in bundled_models(), reason="prior-x4 not bundled")
 def test_the_bundled_prior_ships_a_rising_table():
-    from shiftsr.pipeline import resolve_model
-
     shipped = load_noise_table(resolve_model("prior-x4") / NOISE_TABLE_FILE)
     assert shipped.scales[0] <= 2 and shipped.scales[-1] >= 8
     assert list(shipped.times) == sorted(shipped.times)
@@ -225,17 +227,18 @@ def test_shortened_path_starts_at_the_forward_marginal_and_an_oracle_returns_x0(
         return x0
 
     t_start = 0.3 * process.t_max + 0.5
-    conditional = not isinstance(process, VPProcess)
-    method = {DomainShiftProcess: "dossr", ResShiftProcess: "resshift", VPProcess: "noise-injection"}[type(process)]
-    out = run_method(method, oracle, xh, process=process, steps=3, order=1, scale=2,
-                     generator=torch.Generator().manual_seed(5), conditional=conditional, t_start=t_start,
-                     estimate=est)
+    conditional = type(process) is not VPProcess
+    row = METHODS[{DomainShiftProcess: "dossr", ResShiftProcess: "resshift", VPProcess: "noise-injection"}[type(process)]]
+    y = xh if conditional else None
+    ts = row.grid(process, 3, t_start)
+    eps = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(5))
+    out = row.sample(oracle, start_state(process, est, y, ts[0], eps), ts, process=process, y=y, cond=y, order=1,
+                     generator=torch.Generator().manual_seed(6), callback=None)
     torch.testing.assert_close(out, x0)
     first_t, first_x = calls[0]
     expected_t = math.ceil(t_start) if isinstance(process, ResShiftProcess) else t_start  # ResShift: whole steps
     assert first_t == pytest.approx(expected_t)
     a, b, s = (float(c) for c in process.coefficients(torch.tensor(expected_t, dtype=torch.float64)))
-    eps = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(first_x, a * est + (b * xh if b else 0) + s * eps)
 
 

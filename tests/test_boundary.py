@@ -5,10 +5,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from shiftsr.boundary import (apply_boundary, boundary_job, candidate_noise, center_crop_pair, fixed_noise,
+from shiftsr.boundary import (apply_boundary, boundary_job, candidate_noise, center_crop_pair, start_draws,
                               load_boundary, reference_pairs, save_boundary, search_boundary, tile_noise)
 from shiftsr.bundle import SamplerDefaults, save_bundle, settings_for
-from shiftsr.commands.search_bc import search_bc
+from shiftsr.cli.search_bc import search_bc
 from shiftsr.networks import ShiftNet
 from shiftsr.pipeline import load
 from shiftsr.processes import ResShiftProcess, VPProcess
@@ -74,7 +74,8 @@ def test_a_stored_noise_is_the_draw_of_its_seed(pipes, name, method):
     # the pipeline with seed s starts from the noise candidate_noise(s) through the method's start formula
     pipe, (lr, _) = pipes[name], pairs(2)
     shape = (pipe.codec.channels, *(4 * n // pipe.codec.scale for n in lr.shape[-2:]))
-    noise = fixed_noise(candidate_noise(11, shape))
+    assert shape == pipe.plan(tuple(lr.shape[-2:])).model_shape
+    noise = start_draws(candidate_noise(11, shape), shape, len(lr))
     assert torch.equal(pipe(lr, method=method, steps=3, noise=noise), pipe(lr, method=method, steps=3, seed=11))
 
 
@@ -157,12 +158,12 @@ def test_a_boundary_noise_at_any_size(pipes):
     std = pipe.process.kappa * float(pipe.process.shift(pipe.process.t_max)) ** 0.5
     for size in ((13, 21), (5, 6)):
         other = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(3))
-        eps = fixed_noise(bc.noise)(torch.Size((1, 48, *size)))
+        (eps,) = start_draws(bc.noise, (48, *size), 1)
         assert torch.equal(eps[0], tile_noise(bc.noise, size))
         h, w = min(8, size[0]), min(8, size[1])
         assert torch.equal(eps[0, :, :h, :w], bc.noise[:, :h, :w])
-        xh = pipe.codec.encode(pipe.source_image(other) * 2 - 1)
-        out = apply_boundary(pipe, bc, other)
+        xh = pipe.encode(pipe.source_image(other))
+        out = apply_boundary(pipe, bc, other).image
         assert out.shape == (1, 3, 4 * size[0], 4 * size[1])
         expected = pipe(other, method=bc.method, steps=bc.steps, samples=1, start=xh + std * eps)
         assert torch.allclose(out, expected, atol=1e-6)
@@ -172,9 +173,9 @@ def test_noise_boundary_at_the_reference_size_is_its_seed(pipes):
     pipe, (lr, hr) = pipes["prior"], pairs()
     bc = search_boundary(pipe, lr, hr, L1(), candidates=3, seed=7)
     new = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(9))
-    assert torch.equal(apply_boundary(pipe, bc, new, samples=4), pipe(new, seed=bc.seed))
+    assert torch.equal(apply_boundary(pipe, bc, new, samples=4).image, pipe(new, seed=bc.seed))
     # another scale: the native-scale result resized
-    assert torch.equal(apply_boundary(pipe, bc, new, scale=2), pipe(new, seed=bc.seed, scale=2, strategy="resize"))
+    assert torch.equal(apply_boundary(pipe, bc, new, scale=2).image, pipe(new, seed=bc.seed, scale=2, strategy="resize"))
     with pytest.raises(ValueError, match="strategy 'direct'"):
         apply_boundary(pipe, bc, new, scale=2, strategy="direct")
     with pytest.raises(ValueError, match="boundary condition: was searched with steps 3, not 5"):
@@ -188,7 +189,7 @@ def test_stored_seed_reproduces_the_stochastic_sampler(pipes, tmp_path):
     bc = load_boundary(save_boundary(bc, tmp_path / "seed.safetensors"), pipe)
     new = torch.rand(1, 3, 10, 12, generator=torch.Generator().manual_seed(4))
     expected = pipe(new, method="dossr", steps=2, order=2, samples=1, seed=bc.seed)
-    assert torch.equal(apply_boundary(pipe, bc, new), expected)
+    assert torch.equal(apply_boundary(pipe, bc, new).image, expected)
     assert boundary_job(bc) == {"method": "dossr", "steps": 2, "order": 2, "samples": 1, "seed": bc.seed}
     with pytest.raises(ValueError, match="seed.safetensors: was searched with samples 1, not 8"):
         apply_boundary(pipe, bc, new, samples=8)
@@ -257,7 +258,7 @@ def test_upscale_with_bc_uses_the_stored_start_and_refuses_another_model(prior_m
     done = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "up")])
     assert done.exit_code == 0, done.output
     pipe = load(prior_model, device="cpu")
-    expected = apply_boundary(pipe, load_boundary(out, pipe), np.asarray(Image.open(image)))[0]
+    expected = apply_boundary(pipe, load_boundary(out, pipe), np.asarray(Image.open(image))).image[0]
     written = torch.from_numpy(np.array(Image.open(tmp_path / "up" / "a_out.png"))).permute(2, 0, 1) / 255
     assert (written - expected).abs().max() <= 0.5 / 255 + 1e-6
     wrong = CliRunner().invoke(cli, ["upscale", str(image), "-m", str(tiny_model), "--bc", str(out), "--device",
@@ -265,11 +266,17 @@ def test_upscale_with_bc_uses_the_stored_start_and_refuses_another_model(prior_m
     assert wrong.exit_code == 2 and "bc.safetensors: made for model" in wrong.output
 
 
-def test_a_fixed_noise_of_another_shape_is_refused():
-    from shiftsr.samplers import randn_like
+def test_given_draws_of_another_shape_are_refused_and_running_out_is_an_error():
+    from shiftsr.samplers import Draws, randn_like
 
     x = torch.zeros(2, 3, 4, 4)
     fixed = torch.randn(2, 3, 4, 4)
-    assert torch.equal(randn_like(x, fixed), fixed)
-    with pytest.raises(ValueError, match=r"fixed noise of shape \(1, 3, 4, 4\) cannot stand for \(2, 3, 4, 4\)"):
-        randn_like(x, fixed[:1])
+    draws = Draws([fixed])
+    assert torch.equal(randn_like(x, draws), fixed) and draws.used == 1
+    with pytest.raises(ValueError, match="all 1 given draws are used"):
+        randn_like(x, draws)
+    with pytest.raises(ValueError, match=r"draw 0 has shape \(1, 3, 4, 4\), the method draws \(2, 3, 4, 4\)"):
+        randn_like(x, Draws([fixed[:1]]))
+    then = Draws([fixed], then=torch.Generator().manual_seed(1))
+    randn_like(x, then)
+    assert torch.equal(randn_like(x, then), torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)))

@@ -151,7 +151,7 @@ def test_two_inputs_with_one_output_name_are_an_error(tiny_model, tmp_path):
 def test_unknown_method_is_a_usage_error_listing_the_allowed(tiny_model, tmp_path):
     result = upscale(tiny_model, save_png(tmp_path / "a.png"), "-o", tmp_path, "--method", "euler")
     assert result.exit_code == 2
-    assert "'euler' is not a method of this model; allowed: dossr, dossr-ode, dpmpp-2m" in result.stderr
+    assert "method 'euler' does not apply to this model; allowed: dossr, dossr-ode, dpmpp-2m, dossr-no-dosg" in result.stderr
     assert not (tmp_path / "a_out.png").exists()
 
 
@@ -241,26 +241,26 @@ def test_no_inputs_is_a_usage_error():
 @pytest.fixture
 def tiny_preset(tiny_model, monkeypatch):
     """A preset "sharp" over the tiny model: 2 steps, one sample."""
-    import shiftsr.pipeline as pipeline
+    import shiftsr.bundle as bundle
     import shiftsr.presets as presets
 
     preset = presets.Preset(name="sharp", model=str(tiny_model), description="two steps",
                             sampler={"steps": 2, "samples": 1})
-    for module in (presets, pipeline):
+    for module in (presets, bundle):
         monkeypatch.setattr(module, "presets", lambda: {"sharp": preset})
     return preset
 
 
 def test_models_lists_bundled_models_and_presets(tiny_model, tiny_preset, monkeypatch):
-    import shiftsr.pipeline as pipeline
+    import shiftsr.bundle as bundle
 
-    monkeypatch.setattr(pipeline, "bundled_models", lambda: ["tiny"])
-    monkeypatch.setattr(pipeline, "resolve_model", lambda name: tiny_model)
+    monkeypatch.setattr(bundle, "bundled_models", lambda: ["tiny"])
+    monkeypatch.setattr(bundle, "resolve_model", lambda name: tiny_model)
     result = CliRunner().invoke(main, ["models"])
     assert result.exit_code == 0, result.output
     model_row, preset_row = result.stdout.splitlines()[1:]
-    assert model_row.split()[:7] == ["tiny", "model", "x4", "dossr", "5", "3", "1"]
-    assert preset_row.split()[:8] == ["sharp", "preset:", str(tiny_model), "x4", "dossr", "2", "3", "1"]
+    assert model_row.split()[:8] == ["tiny", "model", "x4", "dossr", "5", "3", "1", "500"]
+    assert preset_row.split()[:9] == ["sharp", "preset:", str(tiny_model), "x4", "dossr", "2", "3", "1", "500"]
 
 
 def test_preset_sets_the_model_and_its_sampler(tiny_preset, tmp_path):
@@ -283,7 +283,7 @@ def test_unknown_preset_or_preset_beside_model_is_a_usage_error(tiny_model, tiny
 
 
 def test_shipped_presets_name_bundled_models():
-    from shiftsr.pipeline import bundled_models
+    from shiftsr.bundle import bundled_models
     from shiftsr.presets import presets
 
     shipped = presets()
@@ -297,3 +297,20 @@ def test_help_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and "Examples:" in result.stdout and result.stdout.endswith("False\n")
     assert CliRunner().invoke(main, ["--version"]).stdout == "shiftsr, version 0.1.0\n"
+
+
+@pytest.mark.parametrize("flags, named", [(["--order", "2"], "--order"), (["--steps", "16"], "--steps"),
+                                          (["--method", "dossr"], "--method")])
+def test_a_setting_the_method_cannot_honour_is_a_usage_error_naming_the_flag(tmp_path, flags, named):
+    result = CliRunner().invoke(main, ["upscale", str(save_png(tmp_path / "a.png")), "-o", str(tmp_path / "o"),
+                                       "-m", "resshift-x4", *flags, "-q"])
+    assert result.exit_code == 2 and named in result.stderr
+    assert not (tmp_path / "o" / "a_out.png").exists()
+
+
+def test_json_reports_the_network_evaluations_that_ran(tmp_path):
+    result = CliRunner().invoke(main, ["upscale", str(save_png(tmp_path / "a.png")), "-o", str(tmp_path),
+                                       "-m", "resshift-x4", "--steps", "3", "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert (record["steps"], record["nfe"], record["order"], record["t_start"]) == (3, 3, None, 15.0)

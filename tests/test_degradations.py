@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from shiftsr.commands.degrade import degrade as degrade_command
+from shiftsr.cli.degrade import degrade as degrade_command
 from shiftsr.data.degradations import (
     PRESETS,
     BicubicConfig,
@@ -24,7 +24,7 @@ from shiftsr.data.degradations import (
     load_preset,
     seeded_generator,
 )
-from shiftsr.data.imresize import imresize
+from shiftsr.ops.imresize import imresize
 from shiftsr.data.kernels import (
     KernelConfig,
     blur,

@@ -1,4 +1,5 @@
-"""shiftsr eval: pairing, metrics against an independent numpy implementation, NFE counts, outputs and errors."""
+"""The evaluation engine and shiftsr eval: pairing, metrics against an independent numpy implementation, NFE
+counts, statistics against hand-computed values, the result cache, outputs and errors."""
 import json
 import math
 
@@ -8,11 +9,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from shiftsr.commands.eval import eval_command
-from shiftsr.data.imresize import imresize
-from shiftsr.evaluate import crop_box, evaluate_pairs
+from shiftsr.cli.eval import eval_command
+from shiftsr.cli.metrics import metrics as metrics_command
+from shiftsr.eval import (ResultCache, Upscaler, benchmark_pairs, crop_box, evaluate, json_text, mean, pair_images,
+                          paired_difference, ranks, spearman, standard_error, summarise)
 from shiftsr.imageio import read_image
-from shiftsr.pairing import pair_images
+from shiftsr.ops.imresize import imresize
 from shiftsr.pipeline import load
 
 SCALE = 4
@@ -100,12 +102,12 @@ def test_pairing_names_every_bad_file_and_keeps_the_good_pairs(tmp_path):
     assert all("\n" not in line for line in problems)
 
 
-def test_evaluate_pairs_refuses_mismatched_folders_naming_each_file(tmp_path):
+def test_benchmark_pairs_refuse_mismatched_folders_naming_each_file(tmp_path):
     folder = _make_set(tmp_path, images=("a", "b", "c"))
     (folder / "LR" / "b.png").unlink()
     _save(folder / "LR" / "c.png", _hr(5, size=12))
     with pytest.raises(ValueError) as error:
-        evaluate_pairs(None, folder / "HR", folder / "LR", scale=SCALE)
+        benchmark_pairs(tmp_path, "Tiny", SCALE)
     lines = str(error.value).splitlines()[1:]
     assert len(lines) == 2
     assert str(folder / "HR" / "b.png") in lines[0] and str(folder / "LR" / "c.png") in lines[1]
@@ -234,3 +236,90 @@ def test_crop_box_finds_the_textured_window_and_keeps_a_given_one_inside():
     assert side == 10 and abs(x - 4) <= 1 and abs(y - 20) <= 1  # stride side // 8 = 1: the exact window
     assert crop_box(image, 16, at=(45, 0)) == (32, 0, 16)
     assert crop_box(image, 100) == (0, 0, 40)
+
+
+# statistics ----------------------------------------------------------------------------------------------------
+
+def test_statistics_against_hand_computed_values():
+    assert mean([1.0, 2.0]) == 1.5 and mean([1.0, 2.0], weights=[1, 3]) == 1.75  # sets pooled by image count
+    assert standard_error([1.0, 2.0, 3.0, 4.0]) == pytest.approx(math.sqrt(5 / 12))  # s = sqrt(5/3), n = 4
+    assert math.isnan(standard_error([7.0]))
+    difference = paired_difference([3.0, 5.0, 4.0], [1.0, 6.0, 1.0])  # a - b = 2, -1, 3
+    assert difference.mean == pytest.approx(4 / 3) and difference.standard_error == pytest.approx(math.sqrt(13) / 3)
+    assert (difference.wins, difference.count) == (2, 3)
+    with pytest.raises(ValueError, match="one length"):
+        paired_difference([1.0, 2.0], [1.0])
+    assert ranks([10, 20, 20, 5]).tolist() == [2, 3.5, 3.5, 1]  # ties share their mean rank
+    # y ranks 1, 2, 3.5, 5, 3.5 against 1..5: sum of centred products 8, squares 10 and 9.5
+    assert spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(8 / math.sqrt(95))
+    assert spearman([1, 2, 3], [0.3, 0.2, 0.1]) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1, 2, 3], [4, 4, 4]))
+
+
+# the loop and the cache ----------------------------------------------------------------------------------------
+
+def test_loop_scores_every_output_with_its_seed_and_nfe():
+    from shiftsr.metrics import create, psnr_y
+
+    images = [(f"i{k}", imresize(_hr(k), scale=1 / SCALE)[None], _hr(k)[None]) for k in range(3)]
+    seeds = []
+
+    def run(lr, seed):
+        seeds.append(seed)
+        return imresize(lr, scale=SCALE).clamp(0, 1), 2
+
+    upscaler = Upscaler("fake", run, {"method": "m", "steps": 2, "order": None, "samples": 1}, seed=7)
+    (result,) = evaluate(images, [upscaler], [create("psnr", crop_border=SCALE)], seed_step=1, progress=False)
+    assert seeds == [7, 8, 9] and list(result) == ["i0", "i1", "i2"]
+    for name, lr, hr in images:
+        assert result[name]["psnr"] == pytest.approx(float(psnr_y(imresize(lr, scale=SCALE).clamp(0, 1), hr,
+                                                                   border=SCALE)[0]))
+        assert result[name]["nfe"] == 2 and result[name]["seconds"] >= 0
+    row = summarise("Tiny", upscaler, result, ["psnr"])
+    values = [result[name]["psnr"] for name in result]
+    assert row["nfe"] == 2 and row["steps"] == 2 and row["order"] is None and row["images"] == 3
+    assert row["psnr"] == pytest.approx(np.mean(values))
+    assert row["standard_error"]["psnr"] == pytest.approx(np.std(values, ddof=1) / math.sqrt(3))
+    wrong = Upscaler("small", lambda lr, seed: (lr, 0))
+    with pytest.raises(ValueError, match="i0: small gives 8x8, not the HR size 32x32"):
+        evaluate(images, [wrong], [], progress=False)
+
+
+def test_cache_reuses_rows_until_the_model_changes_and_writes_strict_json(tmp_path):
+    path = tmp_path / "cache.json"
+    computed = []
+
+    def compute():
+        computed.append(1)
+        return {"psnr": math.inf, "images": 1}
+
+    cache = ResultCache(path)
+    assert cache.row("m | dossr", "fp1", "Set5", compute, label="a") == {"psnr": math.inf, "images": 1}
+    cache.row("m | dossr", "fp1", "Set5", compute)
+    assert len(computed) == 1
+    document = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in strict JSON"))
+    assert document["rows"]["m | dossr"] == {"fingerprint": "fp1", "sets": {"Set5": {"psnr": None, "images": 1}},
+                                             "label": "a"}
+    reread = ResultCache(path)
+    reread.row("m | dossr", "fp1", "Set5", compute)
+    assert len(computed) == 1 and reread.cached("m | dossr", "Set5") == {"psnr": None, "images": 1}
+    reread.row("m | dossr", "fp2", "Set5", compute)  # retrained: computed again
+    assert len(computed) == 2 and ResultCache(path, fresh=True).rows == {}
+
+
+def test_json_text_writes_non_finite_numbers_as_null():
+    text = json_text({"psnr": math.inf, "se": [math.nan, 1.5], "n": 2})
+    assert json.loads(text) == {"psnr": None, "se": [None, 1.5], "n": 2}
+
+
+def test_metrics_json_is_valid_json_on_identical_images(tmp_path):
+    folder = _make_set(tmp_path, images=("a", "b"))
+    result = CliRunner().invoke(metrics_command, ["-t", str(folder / "HR"), "-r", str(folder / "HR"), "-m",
+                                                  "psnr,ssim", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+             for line in result.stdout.splitlines()]
+    assert [(line["name"], line["psnr"], line["ssim"]) for line in lines[:-1]] == [("a", None, 1.0), ("b", None, 1.0)]
+    assert lines[-1]["mean"] == {"psnr": None, "ssim": 1.0}
+    table = CliRunner().invoke(metrics_command, ["-t", str(folder / "HR"), "-r", str(folder / "HR")])
+    assert table.stdout.splitlines()[1].split() == ["a", "inf", "1.0000"]

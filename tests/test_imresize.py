@@ -1,12 +1,15 @@
 import math
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
-from shiftsr.data.imresize import bicubic_degrade, imresize, modcrop
+from shiftsr.ops.imresize import bicubic_degrade, contributions, imresize, modcrop
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark" / "Set5" / "x4"
 
@@ -52,6 +55,37 @@ def _reference_imresize(image, s):
         for q, col_taps in enumerate(cols):
             out[p, q] = sum(wr * wc * image[j, k] for j, wr in row_taps for k, wc in col_taps)
     return out
+
+
+def _dense_matrix(n_in, n_out, s):
+    """The n_out x n_in resampling matrix of one axis, summed from the loop reference's taps."""
+    matrix = np.zeros((n_out, n_in))
+    for i, row_taps in enumerate(_reference_taps(n_in, n_out, s)):
+        for j, w in row_taps:
+            matrix[i, j] += w
+    return matrix
+
+
+class _PeakTensorBytes(TorchDispatchMode):
+    """Counts the bytes of tensor storages that torch ops create while active, and their peak while alive."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.now, self.peak = {}, 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.live:
+                storage = t.untyped_storage()
+                self.live[storage.data_ptr()] = storage.nbytes()
+                self.now += storage.nbytes()
+                self.peak = max(self.peak, self.now)
+                weakref.finalize(storage, self._free, storage.data_ptr())
+        return out
+
+    def _free(self, key):
+        self.now -= self.live.pop(key)
 
 
 def test_constant_image_stays_constant():
@@ -140,3 +174,39 @@ def test_reproduces_stored_set5_x4_lr():
         within += int((np.abs(ours - stored) <= 1).sum())
         total += ours.size
     assert within / total > 0.99
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_banded_weights_equal_the_dense_matrices(dtype):
+    generator = torch.Generator().manual_seed(0)
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-12
+    for h, w in [(1, 1), (1, 6), (5, 3), (7, 8), (12, 11)]:
+        batch = torch.rand(2, 3, h, w, generator=generator, dtype=dtype)
+        requests = [({"scale": s}, (math.ceil(h * s), math.ceil(w * s)), (s, s))
+                    for s in (0.2, 1 / 4, 1 / 3, 0.5, 0.8, 1.0, 1.7, 2, 3, 4)]
+        requests += [({"size": size}, size, (size[0] / h, size[1] / w)) for size in [(1, 1), (2 * h + 1, w + 3), (3, 9)]]
+        for kwargs, (out_h, out_w), (s_h, s_w) in requests:
+            rows = torch.from_numpy(_dense_matrix(h, out_h, s_h)).to(dtype)
+            cols = torch.from_numpy(_dense_matrix(w, out_w, s_w)).to(dtype)
+            expected = rows @ batch @ cols.T
+            torch.testing.assert_close(imresize(batch, **kwargs), expected, atol=tolerance, rtol=0)
+            torch.testing.assert_close(imresize(batch[1], **kwargs), expected[1], atol=tolerance, rtol=0)
+
+
+def test_contributions_are_out_by_taps_and_inside_the_image():
+    for n_in, n_out, s in [(10, 40, 4.0), (40, 10, 0.25), (9, 3, 1 / 3), (7, 7, 1.0)]:
+        index, weights = contributions(n_in, n_out, s)
+        taps = math.ceil(4 * max(1, 1 / s)) + 2
+        assert index.shape == weights.shape == (n_out, taps)
+        assert 0 <= index.min() and index.max() < n_in
+        assert torch.allclose(weights.sum(dim=1), torch.ones(n_out, dtype=torch.float64), atol=1e-12)
+
+
+def test_memory_is_linear_in_the_side():
+    # A 16 x 12000 image x4 is 64 x 48000 (12.3 MB in float32); dense 48000 x 12000 weights would be 4.6 GB.
+    x = torch.rand(1, 16, 12000, generator=torch.Generator().manual_seed(0))
+    with _PeakTensorBytes() as counter:
+        out = imresize(x, scale=4)
+    assert out.shape == (1, 64, 48000)
+    assert counter.peak < 64 * 2**20
+    torch.testing.assert_close(out[:, :, 1000:1008], imresize(x[:, :, 240:262], scale=4)[:, :, 40:48], atol=1e-6, rtol=0)

@@ -1,18 +1,21 @@
-"""Every method end to end on tiny random diffusers UNets, and pinned outputs."""
+"""The method table end to end on tiny random diffusers UNets, pinned outputs, and what each row honours."""
 import pytest
 import torch
 from diffusers import UNet2DModel
 
-from shiftsr.denoisers import UNet2DDenoiser
-from shiftsr.methods import METHODS, run_method
-from shiftsr.processes import DomainShiftProcess, ResShiftProcess, VPProcess
+from shiftsr.denoisers import PredictionDenoiser, ddpm_index
+from shiftsr.methods import METHODS, family_of, method_row, methods_for
+from shiftsr.processes import DomainShiftProcess, ResShiftProcess, VPProcess, start_state
+from shiftsr.samplers import randn_like
 
 PROCESSES = {
-    DomainShiftProcess: lambda: DomainShiftProcess(),
-    ResShiftProcess: lambda: ResShiftProcess(num_steps=4, variant="official", min_noise_level=0.2),
-    VPProcess: lambda: VPProcess(beta_schedule="linear"),
+    "dossr": lambda: DomainShiftProcess(),
+    "resshift": lambda: ResShiftProcess(num_steps=4, variant="official", min_noise_level=0.2),
+    "sr3": lambda: VPProcess(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+    "prior": lambda: VPProcess(beta_schedule="linear"),
 }
-CASES = [(kind, method) for kind, methods in METHODS.items() for method in methods]
+START = {"dossr": lambda p: p.t1, "resshift": lambda p: p.t_max, "sr3": lambda p: p.t_max, "prior": lambda p: 400.0}
+CASES = [(family, name) for family in PROCESSES for name in methods_for(family)]
 
 
 def tiny_unet(in_channels: int) -> UNet2DModel:
@@ -22,70 +25,90 @@ def tiny_unet(in_channels: int) -> UNet2DModel:
                        up_block_types=("UpBlock2D", "UpBlock2D")).eval()
 
 
-def run(kind, method, *, seed=0, batch=1):
-    process = PROCESSES[kind]()
-    conditional = kind is not VPProcess
+def run(family, name, *, seed=0, batch=1):
+    """One method from its family's start, as the pipeline runs it (start_state, the row's grid and sampler)."""
+    process, row = PROCESSES[family](), METHODS[name]
+    conditional = family != "prior"
+    unet = tiny_unet(6 if conditional else 3)
+
+    def net(x, t, cond):
+        return unet(x if cond is None else torch.cat([x, cond], 1), ddpm_index(t)).sample
+
     # a domain-shift model cannot predict epsilon at t1 (a = 0): it predicts x0 there, as ours do
-    prediction = "epsilon" if kind is VPProcess else "sample"
-    denoiser = UNet2DDenoiser(tiny_unet(6 if conditional else 3), process=process, prediction_type=prediction,
-                              concat_cond=conditional)
+    denoiser = PredictionDenoiser(net, process=process, prediction_type="sample" if family != "prior" else "epsilon")
     xh = torch.linspace(-0.8, 0.8, 3 * 16 * 16).reshape(1, 3, 16, 16).repeat(batch, 1, 1, 1)
     generators = [torch.Generator().manual_seed(seed) for _ in range(batch)]
-    wrapped = denoiser if conditional else (lambda x, t, cond: denoiser(x, t, None))
-    return run_method(method, wrapped, xh, process=process, steps=4, order=3, scale=4, generator=generators)
+    y = xh if conditional else None
+    ts = row.grid(process, 4, START[family](process))
+    estimate = None if family == "sr3" else xh
+    x = start_state(process, estimate, y, ts[0], randn_like(xh, generators))
+    return row.sample(denoiser, x, ts, process=process, y=y, cond=y, order=3 if row.uses_order else None,
+                      generator=generators, callback=None)
 
 
-@pytest.mark.parametrize("kind,method", CASES, ids=[m for _, m in CASES])
-def test_every_method_runs_and_depends_on_the_seed_only(kind, method):
-    out = run(kind, method)
+@pytest.mark.parametrize("family,name", CASES, ids=[f"{f}-{m}" for f, m in CASES])
+def test_every_method_runs_and_depends_on_the_seed_only(family, name):
+    out = run(family, name)
     assert out.shape == (1, 3, 16, 16) and torch.isfinite(out).all()
-    assert torch.equal(out, run(kind, method))
+    assert torch.equal(out, run(family, name))
     # every sampler's output depends on its starting noise (ODEs too: they carry it to the end)
-    assert not torch.allclose(out, run(kind, method, seed=1))
-    batch = run(kind, method, batch=2)
+    assert not torch.allclose(out, run(family, name, seed=1))
+    batch = run(family, name, batch=2)
     assert torch.allclose(batch[0], out[0], atol=1e-5) and torch.allclose(batch[1], out[0], atol=1e-5)
 
 
-PINNED = {  # out[0, :, 5, 7] of run(kind, method), computed once with torch 2.13 on the CPU
-    'dossr' : [-0.0466, -0.1538, 0.3265],
-    'dossr-ode' : [-0.26, -0.2599, -0.1046],
-    'dpmpp-2m' : [-0.2822, -0.2704, -0.0778],
-    'resshift' : [0.2318, -0.0772, 0.2507],
-    'resshift-ode' : [-0.1948, 0.2383, -0.0665],
-    'noise-injection' : [-0.5167, 1.9548, 0.8697],
+PINNED = {  # out[0, :, 5, 7] of run(family, method), recorded with torch 2.13 on the CPU
+    ("dossr", "dossr"): [-0.0466, -0.1538, 0.3265],
+    ("dossr", "dossr-ode"): [-0.26, -0.2599, -0.1046],
+    ("dossr", "dpmpp-2m"): [-0.2822, -0.2704, -0.0778],
+    ("resshift", "resshift"): [0.2318, -0.0772, 0.2507],
+    ("resshift", "resshift-ode"): [-0.1948, 0.2383, -0.0665],
+    ("prior", "noise-injection"): [-0.5167, 1.9548, 0.8697],
 }
 
 
-@pytest.mark.parametrize("kind,method", CASES, ids=[m for _, m in CASES])
-def test_pinned_outputs(kind, method):
-    got = run(kind, method)[0, :, 5, 7]
-    assert torch.allclose(got, torch.tensor(PINNED[method]), atol=2e-4)
+@pytest.mark.parametrize("family,name", list(PINNED), ids=[f"{f}-{m}" for f, m in PINNED])
+def test_pinned_outputs(family, name):
+    got = run(family, name)[0, :, 5, 7]
+    assert torch.allclose(got, torch.tensor(PINNED[family, name]), atol=2e-4)
 
 
-def test_unknown_method_lists_the_allowed_ones():
-    with pytest.raises(ValueError, match="allowed: dossr, dossr-ode, dpmpp-2m"):
-        run(DomainShiftProcess, "resshift")
+def test_families_and_their_methods():
+    assert family_of(PROCESSES["dossr"](), conditional=True) == "dossr"
+    assert family_of(PROCESSES["resshift"](), conditional=True) == "resshift"
+    assert family_of(VPProcess(), conditional=True) == "sr3" and family_of(VPProcess(), conditional=False) == "prior"
+    assert methods_for("dossr") == ("dossr", "dossr-ode", "dpmpp-2m", "dossr-no-dosg")
+    assert methods_for("sr3") == ("ddim", "ddpm", "dpmpp-2m", "dossr-no-dosg")
+    assert methods_for("prior") == ("noise-injection",)
+    # every name is in the table once, and every row runs on at least one family
+    assert sorted({n for f in PROCESSES for n in methods_for(f)}) == sorted(METHODS)
 
 
-def test_conditional_vp_methods_start_from_pure_noise_and_return_an_oracle_x0():
-    """SR3-style sampling: x_T ~ N(0, I) at T; an oracle x0-denoiser gives back x0 exactly (ddim, ddpm, dpmpp-2m)."""
-    from shiftsr.methods import methods_for, run_method
-    from shiftsr.processes import VPProcess
+def test_unknown_method_and_an_order_a_method_cannot_honour_are_errors():
+    with pytest.raises(ValueError, match="allowed: dossr, dossr-ode, dpmpp-2m, dossr-no-dosg"):
+        method_row("resshift", "dossr")
+    with pytest.raises(ValueError, match="order: method 'resshift' has no solver order"):
+        METHODS["resshift"].check(order=2)
+    METHODS["dossr"].check(order=2)
 
-    process = VPProcess(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+
+def test_sr3_starts_from_pure_noise_and_an_oracle_x0_comes_back():
+    """SR3-style sampling: x_T ~ N(0, I) at T; an oracle x0-denoiser gives back x0 exactly with every sr3 method."""
+    process = PROCESSES["sr3"]()
     x0, xh = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
-    assert methods_for(process) == ("noise-injection",)
-    starts = []
+    for name in methods_for("sr3"):
+        starts = []
 
-    def oracle(x, t, cond):
-        if not starts:
+        def oracle(x, t, cond):
             starts.append(x)
-        assert cond is xh
-        return x0
+            assert cond is xh
+            return x0
 
-    for method in methods_for(process, conditional=True):
-        starts.clear()
-        out = run_method(method, oracle, xh, process=process, steps=4, order=1, scale=4,
-                         generator=torch.Generator().manual_seed(0), conditional=True)
+        row = METHODS[name]
+        ts = row.grid(process, 4, process.t_max)
+        eps = randn_like(xh, torch.Generator().manual_seed(0))
+        out = row.sample(oracle, start_state(process, None, xh, ts[0], eps), ts, process=process, y=xh, cond=xh,
+                         order=1 if row.uses_order else None, generator=torch.Generator().manual_seed(1),
+                         callback=None)
         torch.testing.assert_close(out, x0)
         torch.testing.assert_close(starts[0], torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)))

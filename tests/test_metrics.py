@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from shiftsr.commands.metrics import metrics as metrics_command
+from shiftsr.cli.metrics import metrics as metrics_command
 from shiftsr.imageio import read_image
 from shiftsr.metrics import (
     MetricInfo, PairMetric, aliases, available, create, frechet_distance, metric_info, psnr_y, register, rgb_to_y,

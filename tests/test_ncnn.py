@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shiftsr.data.imresize import imresize
+from shiftsr.ops.imresize import imresize
 from shiftsr.ncnn import read_ncnn, read_param
 from shiftsr.networks.rrdbnet import RRDBNet, load_ncnn_into
 from shiftsr.preprocess import Preprocessor, build_preprocessor

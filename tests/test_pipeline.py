@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from shiftsr.bundle import load_bundle, save_bundle
-from shiftsr.pipeline import bundled_models, load
+from shiftsr.bundle import bundled_models
+from shiftsr.pipeline import load
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark"
 
@@ -94,11 +95,13 @@ def test_the_default_model_is_bundled_and_upscales():
 @pytest.mark.skipif(not BENCHMARK.is_dir(), reason="benchmark images absent")
 @pytest.mark.parametrize("name", ["Set5", "Set14"])
 def test_default_model_beats_bicubic_by_one_db(name):
-    from shiftsr.evaluate import evaluate_pairs
+    from shiftsr.eval import benchmark_pairs, bicubic_upscaler, create_metrics, evaluate, metric_infos, model_upscaler
 
-    folder = BENCHMARK / name / "x4"
-    result = evaluate_pairs(load("default", device="cpu"), folder / "HR", folder / "LR", scale=4)
-    assert result["psnr"] >= result["bicubic_psnr"] + 1.0
+    upscalers = [bicubic_upscaler(scale=4), model_upscaler(load("default", device="cpu"), "default")]
+    metrics = create_metrics(metric_infos(["psnr"]), crop_border=4)
+    bicubic, model = (np.mean([values["psnr"] for values in images.values()])
+                      for images in evaluate(benchmark_pairs(BENCHMARK, name, 4), upscalers, metrics))
+    assert model >= bicubic + 1.0
 
 
 def test_samples_average_the_single_samples_of_their_seeds(pipe):
@@ -112,3 +115,41 @@ def test_samples_average_the_single_samples_of_their_seeds(pipe):
     assert torch.allclose(mean[inside], singles.mean(0)[inside], atol=1e-5)
     assert torch.equal(pipe(image(), seed=5, samples=1), singles[0])
     assert not torch.allclose(mean, singles[0])
+
+
+@pytest.mark.parametrize("model", bundled_models())
+@pytest.mark.parametrize("scale", [1.5, 2.0, 3.0, 4.0, 8.0])
+def test_the_start_time_the_chain_uses_is_the_one_reported(model, scale):
+    """The first network call happens at the reported t_start (ResShift: its first whole step); t_start 0: none."""
+    pipe = load(model, device="cpu")
+    times = []
+    handle = pipe.net.register_forward_pre_hook(lambda module, args: times.append(float(args[1][0])))
+    try:
+        result = pipe.run(image(size=(8, 8)), scale=scale, samples=1, steps=2)
+    finally:
+        handle.remove()
+    record, planned = result.record, pipe.plan((8, 8), scale=scale, samples=1, steps=2).t_start
+    assert planned is None or planned == record["t_start"]
+    assert len(times) == record["nfe"] == (record["steps"] if record["t_start"] > 0 else 0)
+    if times:
+        first = -(-record["t_start"] // 1) if pipe.family == "resshift" else record["t_start"]
+        assert times[0] == pytest.approx(first)
+
+
+def test_settings_a_method_cannot_honour_are_errors_and_resshift_honours_steps():
+    pipe = load("resshift-x4", device="cpu")
+    assert pipe.run(image(size=(8, 8)), steps=3).record["nfe"] == 3
+    with pytest.raises(ValueError, match="order: method 'resshift' has no solver order"):
+        pipe(image(size=(8, 8)), order=2)
+    with pytest.raises(ValueError, match="steps: this ResShift chain has 15 steps"):
+        pipe(image(size=(8, 8)), steps=16)
+    with pytest.raises(ValueError, match="noise: given draws replay one sample"):
+        load("default", device="cpu")(image(size=(8, 8)), noise=[torch.zeros(1, 48, 8, 8)])
+
+
+def test_encode_decode_and_plan_are_public_and_pure(pipe):
+    x = image(size=(8, 8))[None]
+    assert torch.allclose(pipe.decode(pipe.encode(x)), x, atol=1e-6)
+    plan = pipe.plan((12, 16), scale=2.5)
+    assert (plan.size_out, plan.strategy, plan.method, plan.t_start) == ((30, 40), "resize", "dossr", 500.0)
+    assert plan.model_shape == (48, 12, 16)

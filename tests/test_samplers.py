@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from shiftsr.processes import DomainShiftProcess, ResShiftProcess, VPProcess
-from shiftsr.samplers import (ddim_step, dossr_start, dossr_timesteps, inject_noise, lost_energy, recoverable_time,
-                              resshift_start, resshift_timesteps, sample_ddim, sample_ddpm, sample_dossr,
-                              sample_dpmpp_2m, sample_noise_injection, sample_resshift, vp_timesteps)
+from shiftsr.methods import resshift_grid
+from shiftsr.processes import DomainShiftProcess, ResShiftProcess, VPProcess, recoverable_time, start_state
+from shiftsr.processes.start import lost_energy
+from shiftsr.samplers import (ddim_step, dossr_timesteps, sample_ddim, sample_ddpm, sample_dossr, sample_dpmpp_2m,
+                              sample_resshift, vp_timesteps)
 from shiftsr.samplers.common import batch_time, check_times, coefficients, randn_like
 
 F64 = torch.float64
@@ -20,6 +21,37 @@ RESSHIFT = ResShiftProcess()
 
 def gen(seed):
     return torch.Generator().manual_seed(seed)
+
+
+def dossr_start(process, xh, t1, generator):
+    """DoSSR Alg. 1 line 1 through the one start formula: the marginal around xh at t1."""
+    return start_state(process, xh, xh, t1, randn_like(xh, generator))
+
+
+def resshift_start(process, y, generator):
+    """ResShift Eq. 4 through the one start formula: the marginal around y at T, y + kappa sqrt(eta_T) eps."""
+    return start_state(process, y, y, process.t_max, randn_like(y, generator))
+
+
+def inject_noise(process, x_up, t, generator):
+    """Diff-SR Sec. 3.2 through the one start formula: the VP marginal around the upsampled LR."""
+    return start_state(process, x_up, None, t, randn_like(x_up, generator))
+
+
+def full_chain(process):
+    """ResShift's whole chain T, ..., 1, 0."""
+    return resshift_grid(process, int(process.t_max), process.t_max)
+
+
+NOISE_INJECTION = {"ddim": lambda *a, **k: sample_ddim(*a, eta=0.0, **k), "ddpm": sample_ddpm,
+                   "dpmpp_2m": sample_dpmpp_2m}
+
+
+def sample_noise_injection(denoiser, x_up, *, process, t_start, steps, sampler, generator):
+    """Diff-SR Definition 1: inject noise up to t_start, then a VP sampler to t = 0."""
+    x = inject_noise(process, x_up, t_start, generator)
+    return NOISE_INJECTION[sampler](denoiser, x, vp_timesteps(process, steps, t_start=t_start), process=process,
+                                    generator=generator)
 
 
 def oracle(x0):
@@ -98,7 +130,7 @@ def test_oracle_dossr(process, mode, steps):
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("ts", [resshift_timesteps(RESSHIFT), [15.0, 0.0], [15.0, 9.0, 4.0, 1.0, 0.0],
+@pytest.mark.parametrize("ts", [full_chain(RESSHIFT), [15.0, 0.0], [15.0, 9.0, 4.0, 1.0, 0.0],
                                 [15.0, 12.5, 7.25, 0.5, 0.0]])
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_oracle_resshift(deterministic, ts):
@@ -261,7 +293,7 @@ def test_resshift_deterministic_is_generic_ddim():
     etas, kappa = resshift_paper_etas(), 2.0
     y = torch.randn(2, 1, 3, 3, generator=gen(0), dtype=F64)
     denoiser, x = gaussian_denoiser(RESSHIFT, y), resshift_start(RESSHIFT, y, gen(1))
-    ts, ref = resshift_timesteps(RESSHIFT), x.clone()
+    ts, ref = full_chain(RESSHIFT), x.clone()
     for t in range(15, 0, -1):
         f = denoiser(ref, batch_time(t, ref), None)
         e = (ref - f - etas[t] * (y - f)) / (kappa * math.sqrt(etas[t]))
@@ -386,7 +418,7 @@ STOCHASTIC = {
     "resshift": lambda d, x, ts, y, g, cb: sample_resshift(d, x, ts, process=RESSHIFT, generator=g, callback=cb),
 }
 GRIDS = {"ddim-eta.5": uniform(500, 6), "ddpm": uniform(1000, 6), "dpmpp_2m": uniform(1000, 6),
-         "dossr-3": uniform(500, 6), "resshift": resshift_timesteps(RESSHIFT)}
+         "dossr-3": uniform(500, 6), "resshift": full_chain(RESSHIFT)}
 
 
 @pytest.mark.parametrize("name", STOCHASTIC)
@@ -440,16 +472,14 @@ def test_errors_name_the_allowed_values():
         vp_timesteps(VP_LINEAR, 0)
     with pytest.raises(ValueError, match="t_start must lie in"):
         vp_timesteps(VP_LINEAR, 10, t_start=1200)
-    with pytest.raises(ValueError, match="allowed: ddim, ddpm, dpmpp_2m"):
-        sample_noise_injection(den, x, process=VP_LINEAR, t_start=100.0, steps=2, sampler="euler")
     with pytest.raises(ValueError, match="allowed: paper, kl"):
         recoverable_time(VP_LINEAR, 4, rule="psnr")
     with pytest.raises(ValueError, match="scales 1 to 8"):
         recoverable_time(VP_LINEAR, 16)
     with pytest.raises(ValueError, match="needs x_up"):
         recoverable_time(VP_LINEAR, 4, rule="kl")
-    with pytest.raises(ValueError, match="b\\(t\\) = 0"):
-        inject_noise(DOSSR, x, 100.0)
+    with pytest.raises(ValueError, match="steps: this ResShift chain has 15 steps"):
+        resshift_grid(RESSHIFT, 16, 15.0)
     assert check_times([3, 2.5, 0]) == [3.0, 2.5, 0.0]
 
 
@@ -461,7 +491,9 @@ def test_time_grids_and_starts():
     assert vp_timesteps(VP_LINEAR, 10, spacing="trailing") == [float(t) for t in range(1000, 0, -100)] + [0.0]
     assert vp_timesteps(VP_LINEAR, 3, spacing="trailing") == [1000.0, 667.0, 333.0, 0.0]
     assert vp_timesteps(VP_LINEAR, 4, t_start=300) == [300.0, 225.0, 150.0, 75.0, 0.0]
-    assert resshift_timesteps(ResShiftProcess(num_steps=4, variant="official")) == [4.0, 3.0, 2.0, 1.0, 0.0]
+    assert full_chain(ResShiftProcess(num_steps=4, variant="official")) == [4.0, 3.0, 2.0, 1.0, 0.0]
+    assert resshift_grid(RESSHIFT, 3, 15.0) == [15.0, 8.0, 1.0, 0.0] and resshift_grid(RESSHIFT, 1, 15.0) == [15.0, 0.0]
+    assert resshift_grid(RESSHIFT, 4, 6.3) == [7.0, 5.0, 3.0, 1.0, 0.0]  # a shortened chain starts at a whole step
     y = torch.randn(2, 1, 3, 3, generator=gen(0), dtype=F64)
     eps = torch.randn(y.shape, generator=gen(1), dtype=torch.float32).to(F64)
     torch.testing.assert_close(resshift_start(RESSHIFT, y, gen(1)), y + 2.0 * 0.99**0.5 * eps)

@@ -122,7 +122,7 @@ def test_bad_inputs_are_rejected(alex):
 def test_set5_bicubic_calibration():
     # Known values for MATLAB-bicubic x4 on Set5: PSNR-Y 28.42 dB and SSIM-Y 0.8104 as published in SR papers;
     # ST-LPIPS (alex) 0.326 as measured by the project with the reference stlpips-pytorch implementation.
-    from shiftsr.data.imresize import imresize
+    from shiftsr.ops.imresize import imresize
     from shiftsr.imageio import read_image
 
     metric = create("stlpips-alex")

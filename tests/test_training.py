@@ -232,7 +232,7 @@ def test_prior_then_dossr_fine_tune_then_resshift(tmp_path):
 
     sr3 = fine.updated({"model": {"kind": "vp"}, "run": {"output": str(tmp_path / "vp")}})
     pipe = load(train(sr3), device="cpu")
-    assert pipe.settings.process["kind"] == "vp" and pipe.methods == ("ddim", "ddpm", "dpmpp-2m")
+    assert pipe.settings.process["kind"] == "vp" and pipe.methods == ("ddim", "ddpm", "dpmpp-2m", "dossr-no-dosg")
     assert pipe.settings.sampler.method == "ddim" and pipe.settings.sampler.steps == 50
     assert pipe(torch.rand(3, 8, 8), steps=3).shape == (1, 3, 32, 32)
 
@@ -257,7 +257,7 @@ def test_training_from_a_pair_pool_with_a_perceptual_loss(tmp_path):
     """A real step on a pool of (hr, preprocessed lr) pairs, ST-LPIPS added to the loss; the bundle records both."""
     from shiftsr.data.pairs import BicubicPairs, load_training_images
     from shiftsr.data.pool import build_pool, save_pool
-    from shiftsr.data.imresize import bicubic_degrade
+    from shiftsr.ops.imresize import bicubic_degrade
 
     images = load_training_images([make_dataset(tmp_path / "data")], min_side=32)
     stream = ((hr, bicubic_degrade(hr, 4)) for hr, _ in BicubicPairs(images, patch=32, scale=4, batch=2))

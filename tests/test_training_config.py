@@ -66,7 +66,7 @@ def test_yaml_reads_exponents_as_floats_and_no_as_a_word(tmp_path):
 
 def test_unknown_keys_and_sections_are_named(tmp_path):
     path = write(tmp_path / "bad.yaml", "optim:\n  iterationz: 3\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'iterationz' in section 'optim'; allowed: grad_accum"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'iterationz' in 'optim'; allowed: grad_accum"):
         TrainConfig.load(path)
     with pytest.raises(ConfigError, match=r"bad\.yaml: unknown section 'optimizer'; allowed: data, model, process"):
         TrainConfig.load(write(path, "optimizer:\n  lr: 1.0\n"))

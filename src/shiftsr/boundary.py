@@ -19,13 +19,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .pipeline import to_batch
+from .imageio import to_batch
+from .methods import METHODS
 
 FORMAT = "shiftsr-boundary/1"
 META_KEY = "shiftsr.boundary"
 NOISE_KEY = "noise"
-# methods whose output is a function of the starting state alone (no noise drawn after the start)
-DETERMINISTIC_METHODS = ("noise-injection", "resshift-ode", "dossr-ode", "ddim", "dpmpp-2m")
 # what a resumed search must share with the file it continues
 RESUME_KEYS = ("kind", "fingerprint", "method", "steps", "order", "samples", "scale", "shape", "metric",
                "base_seed", "references", "patch")
@@ -68,7 +67,7 @@ class Boundary:
 
 def boundary_kind(method: str) -> str:
     """'noise' for a deterministic sampler (BCSR proper), 'seed' for a stochastic one (its natural analogue)."""
-    return "noise" if method in DETERMINISTIC_METHODS else "seed"
+    return "noise" if METHODS[method].deterministic else "seed"
 
 
 def model_fingerprint(pipe) -> str:
@@ -98,9 +97,12 @@ def tile_noise(noise: Tensor, size: tuple[int, int]) -> Tensor:
     return noise.repeat(1, *reps)[:, :height, :width]
 
 
-def fixed_noise(noise: Tensor):
-    """The pipeline's noise hook for a stored (C, h, w) eps: tiled to each model-space shape, the same for every image."""
-    return lambda shape: tile_noise(noise, tuple(shape[-2:])).expand(shape)
+def start_draws(noise: Tensor, shape: tuple[int, ...], batch: int) -> list[Tensor]:
+    """The pipeline's given draws for a stored (C, h, w) eps: tiled to the model-space shape, the same for every image.
+
+    It is the first draw, the starting state's; anything the method draws after it is fresh (seeded) noise.
+    """
+    return [tile_noise(noise, tuple(shape[-2:])).expand(batch, *shape)]
 
 
 def boundary_job(bc: Boundary, *, method: str | None = None, steps: int | None = None, order: int | None = None,
@@ -120,8 +122,8 @@ def boundary_job(bc: Boundary, *, method: str | None = None, steps: int | None =
 
 def apply_boundary(pipe, bc: Boundary, image, *, method: str | None = None, steps: int | None = None,
                    order: int | None = None, samples: int | None = None, seed: int | None = None,
-                   **call_kwargs) -> Tensor:
-    """Upscale with a boundary condition (BCSR Eq. 21): the pipeline from its stored start or with its stored seed.
+                   **call_kwargs):
+    """Upscale with a boundary condition (BCSR Eq. 21): the pipeline's run from its stored start or with its seed.
 
     A noise is applied at the model's native scale; another scale or target resizes that result (strategy
     "resize"), since sampling directly at another size would start from another time and shape.
@@ -129,11 +131,15 @@ def apply_boundary(pipe, bc: Boundary, image, *, method: str | None = None, step
     check_boundary(bc, pipe)
     job = boundary_job(bc, method=method, steps=steps, order=order, samples=samples, seed=seed)
     if bc.kind == "seed":
-        return pipe(image, **job, **call_kwargs)
+        return pipe.run(image, **job, **call_kwargs)
     if call_kwargs.get("strategy") not in (None, "resize") or call_kwargs.get("t_start") is not None:
         raise ValueError(f"{bc.label}: a boundary noise starts the native-scale chain; strategy "
                          f"{call_kwargs.get('strategy')!r} and t_start {call_kwargs.get('t_start')!r} do not apply")
-    return pipe(image, noise=fixed_noise(bc.noise), **job, **{**call_kwargs, "strategy": "resize"})
+    call_kwargs = {**call_kwargs, "strategy": "resize"}
+    lr = to_batch(image)
+    sizes = {key: call_kwargs[key] for key in ("scale", "target") if call_kwargs.get(key) is not None}
+    shape = pipe.plan(tuple(lr.shape[-2:]), strategy="resize", **sizes).model_shape
+    return pipe.run(lr, noise=start_draws(bc.noise, shape, len(lr)), **job, **call_kwargs)
 
 
 def check_boundary(bc: Boundary, pipe, *, method: str | None = None, steps: int | None = None) -> None:
@@ -199,7 +205,8 @@ def score_candidate(pipe, lr: Tensor, hr: Tensor, metric, *, seed: int, method: 
     if shape is None:  # a seed candidate: the pipeline draws everything from the seed
         sr = pipe(lr, method=method, steps=steps, order=order, samples=samples, seed=seed)
     else:
-        sr = pipe(lr, method=method, steps=steps, samples=1, noise=fixed_noise(candidate_noise(seed, shape)))
+        sr = pipe(lr, method=method, steps=steps, samples=1, noise=start_draws(candidate_noise(seed, shape), shape,
+                                                                                 len(lr)))
     return float(metric(sr, hr).mean())
 
 

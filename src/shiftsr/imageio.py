@@ -264,3 +264,16 @@ def _atomic_write(path: Path, encode: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def to_batch(image) -> Tensor:
+    """A PIL image, HxWx3 uint8/uint16 array or 3xHxW / Bx3xHxW float tensor in [0, 1], as a Bx3xHxW float tensor."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"arrays must be uint8 or uint16 HxWx3, got {image.dtype}")
+        image = torch.from_numpy(image.astype(np.float32) / np.iinfo(image.dtype).max).permute(2, 0, 1)
+    if not torch.is_tensor(image) or image.dim() not in (3, 4) or image.shape[-3] != 3:
+        raise ValueError("image must be a PIL image, an HxWx3 uint8/uint16 array or a (B)x3xHxW tensor in [0, 1]")
+    return (image[None] if image.dim() == 3 else image).float()

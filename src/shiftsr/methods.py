@@ -1,79 +1,135 @@
-"""Method names users pick, and how each runs on a model's process."""
+"""The one table of sampling methods: each name users pick, the model family that runs it, its grid and sampler.
+
+The CLI, the pipeline, the boundary search, eval and the docs read this table; nothing else lists methods.
+A family is what a model is to the sampler: `dossr` (domain-shift process), `resshift` (residual shifting),
+`sr3` (a VP model that sees the LR, sampled from pure noise) and `prior` (an unconditional VP model, used by
+noise injection). Every start is the family's own: see `shiftsr.processes.start`.
+"""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from .processes import DomainShiftProcess, ResShiftProcess, VPProcess
-from .samplers import dossr_start, dossr_timesteps, sample_dossr
-from .samplers.common import randn_like
-from .samplers.noise_injection import forward_start, inject_noise, recoverable_time
-from .samplers.resshift import resshift_start, resshift_timesteps, sample_resshift
-from .samplers.vp import sample_ddim, sample_ddpm, sample_dpmpp_2m, vp_timesteps
+from .samplers import sample_ddim, sample_ddpm, sample_dossr, sample_dpmpp_2m, sample_resshift, vp_timesteps
 
-METHODS = {
-    DomainShiftProcess: ("dossr", "dossr-ode", "dpmpp-2m"),
-    ResShiftProcess: ("resshift", "resshift-ode"),
-    VPProcess: ("noise-injection",),
-}
-CONDITIONAL_VP_METHODS = ("ddim", "ddpm", "dpmpp-2m")  # SR3-style: from pure noise at T, the LR as condition
-VP_SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm, "dpmpp-2m": sample_dpmpp_2m}
+FAMILIES = ("dossr", "resshift", "sr3", "prior")
+Sampler = Callable[..., Tensor]  # (denoiser, x, ts, *, process, y, cond, order, generator, callback) -> x0
 
 
-def methods_for(process, *, conditional: bool = False) -> tuple[str, ...]:
-    """The method names a model with this process can run; a VP model that sees the LR starts from pure noise."""
-    if type(process) is VPProcess and conditional:
-        return CONDITIONAL_VP_METHODS
-    return METHODS[type(process)]
+def linear_grid(process, steps: int, t_start: float) -> list[float]:
+    """steps uniform steps from t_start to the clean state (DoSSR Sec. 3.3; the default grid ends at t = 0)."""
+    return torch.linspace(t_start, 0, steps + 1, dtype=torch.float64).tolist()
 
 
-def run_method(method: str, denoiser, xh, *, process, steps: int, order: int, scale: float, generator,
-               start=None, callback=None, conditional: bool = False, t_start: float | None = None, estimate=None,
-               noise=None):
-    """Sample x0 in model space from the LR brought to HR (xh) with the named method; start overrides the noise.
+def resshift_grid(process, steps: int, t_start: float) -> list[float]:
+    """ResShift's integer chain from the first step at or above t_start, respaced to `steps` network calls, then 0.
 
-    noise, a standard-normal tensor of xh's shape, is the draw of the starting state (BCSR's boundary condition)
-    in place of one from generator; start overrides the whole starting state.
-    t_start shortens the path: the chain starts at t_start from the forward marginal around `estimate`
-    (default xh), x_t = a estimate + b xh + s eps, instead of at the method's own start (SDEdit, Meng et al.
-    2022; CCDF, Chung et al. 2022). For noise injection t_start replaces the paper's per-scale time.
+    All steps of the chain is the paper's sampler (Eq. 6-7); fewer keep every n-th integer time (guided-diffusion's
+    space_timesteps rule, T' - round(i (T' - 1) / (steps - 1))), which the posterior of Eq. 7 allows between any two times.
     """
-    allowed = methods_for(process, conditional=conditional)
-    if method not in allowed:
-        raise ValueError(f"method {method!r} does not apply to this model; allowed: {', '.join(allowed)}")
-    common = dict(generator=generator, callback=callback)
-    estimate = xh if estimate is None else estimate
-    first = generator if noise is None else noise  # the starting state's draw
+    top = min(int(process.t_max), max(1, math.ceil(t_start)))
+    if steps > top:
+        raise ValueError(f"steps: this ResShift chain has {top} steps from t = {t_start:g}, not {steps}")
+    picked = [top] if steps == 1 else sorted({top - round(i * (top - 1) / (steps - 1)) for i in range(steps)})[::-1]
+    return [float(t) for t in picked] + [0.0]
+
+
+def vp_grid(process, steps: int, t_start: float) -> list[float]:
+    """A VP sampler's uniform grid from t_start (see samplers.vp.vp_timesteps)."""
+    return vp_timesteps(process, steps, t_start=t_start)
+
+
+def _dossr(denoiser, x, ts, *, process, y, cond, order, **common) -> Tensor:
+    return sample_dossr(denoiser, x, ts, process=process, xh=y, cond=cond, order=order, **common)
+
+
+def _dossr_ode(denoiser, x, ts, *, process, y, cond, order, **common) -> Tensor:
+    return sample_dossr(denoiser, x, ts, process=process, xh=y, cond=cond, order=1, deterministic=True, **common)
+
+
+def _dossr_no_dosg(denoiser, x, ts, *, process, y, cond, order, **common) -> Tensor:
+    return sample_dossr(denoiser, x, ts, process=process, xh=y, cond=cond, order=order, guidance=False, **common)
+
+
+def _dpmpp_2m(denoiser, x, ts, *, process, y, cond, order, **common) -> Tensor:
+    return sample_dpmpp_2m(denoiser, x, ts, process=process, y=y, cond=cond, **common)
+
+
+def _resshift(denoiser, x, ts, *, process, y, cond, order, **common) -> Tensor:
+    return sample_resshift(denoiser, x, ts, process=process, cond=cond, **common)
+
+
+def _ddim(denoiser, x, ts, *, process, y, cond, order, **common) -> Tensor:
+    return sample_ddim(denoiser, x, ts, process=process, y=y, cond=cond, eta=0.0, **common)
+
+
+def _ddpm(denoiser, x, ts, *, process, y, cond, order, **common) -> Tensor:
+    return sample_ddpm(denoiser, x, ts, process=process, cond=cond, **common)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row: a method name, the families it runs on, its grid, its sampler and the settings it honours."""
+
+    name: str
+    families: tuple[str, ...]
+    sample: Sampler
+    grid: Callable[[object, int, float], list[float]]
+    deterministic: bool  # no noise after the start: BCSR searches a start noise, else a seed
+    uses_order: bool = False
+    paper: str = ""
+
+    def check(self, *, order: int | None = None) -> None:
+        """Refuse a setting this method cannot honour (ValueError naming the setting and the method)."""
+        if order is not None and not self.uses_order:
+            raise ValueError(f"order: method {self.name!r} has no solver order (only "
+                             f"{', '.join(m.name for m in METHODS.values() if m.uses_order)} have one)")
+
+
+METHODS: dict[str, Method] = {row.name: row for row in (
+    Method("dossr", ("dossr",), _dossr, linear_grid, False, uses_order=True,
+           paper="DoSSR Alg. 1-3, Eq. 42, 44, 47 (DoS-SDE Solver-1/2/3)"),
+    Method("dossr-ode", ("dossr",), _dossr_ode, linear_grid, True,
+           paper="DoSSR Sec. 3, the probability-flow form of Eq. 42 (docs/math.md)"),
+    Method("ddim", ("sr3",), _ddim, vp_grid, True, paper="Song et al. 2021 Eq. 12 (eta = 0)"),
+    Method("ddpm", ("sr3",), _ddpm, vp_grid, False, paper="Ho et al. 2020 Eq. 6-7"),
+    Method("dpmpp-2m", ("dossr", "sr3"), _dpmpp_2m, linear_grid, True,
+           paper="Lu et al. 2022 Alg. 2 (DPM-Solver++(2M)) on the model's path"),
+    Method("dossr-no-dosg", ("dossr", "sr3"), _dossr_no_dosg, linear_grid, False, uses_order=True,
+           paper="DoSSR Sec. 4.3 Table 2 'w/o DoSG': Solver-k on the eta = 0 equation"),
+    Method("resshift", ("resshift",), _resshift, resshift_grid, False, paper="ResShift Eq. 6-7"),
+    Method("resshift-ode", ("resshift",), _ddim, resshift_grid, True, paper="ResShift, DDIM form (eta = 0)"),
+    Method("noise-injection", ("prior",), _ddim, vp_grid, True,
+           paper="Diff-SR Sec. 3.2-3.4: noise injected into the upsampled LR, then DDIM"),
+)}
+
+
+def family_of(process, *, conditional: bool) -> str:
+    """The family of a model with this process; a VP model is `sr3` when it sees the LR, else a `prior`."""
     if isinstance(process, DomainShiftProcess):
-        ts = (dossr_timesteps(process, steps) if t_start is None
-              else torch.linspace(t_start, 0, steps + 1, dtype=torch.float64).tolist())
-        x = start if start is not None else (dossr_start(process, xh, ts[0], first) if t_start is None
-                                             else forward_start(process, estimate, xh, ts[0], first))
-        if method == "dpmpp-2m":
-            return sample_dpmpp_2m(denoiser, x, ts, process=process, y=xh, cond=xh, **common)
-        return sample_dossr(denoiser, x, ts, process=process, xh=xh, cond=xh, order=1 if method == "dossr-ode" else order,
-                            deterministic=method == "dossr-ode", **common)
+        return "dossr"
     if isinstance(process, ResShiftProcess):
-        ts = resshift_timesteps(process)
-        if t_start is not None:  # the network knows integer steps only: start at the first one at or above t_start
-            ts = [t for t in ts if t <= max(1, math.ceil(t_start))]
-        x = start if start is not None else (resshift_start(process, xh, first) if t_start is None
-                                             else forward_start(process, estimate, xh, ts[0], first))
-        if method == "resshift":
-            return sample_resshift(denoiser, x, ts, process=process, cond=xh, **common)
-        return sample_ddim(denoiser, x, ts, process=process, y=xh, cond=xh, eta=0.0, **common)
-    if conditional:
-        ts = vp_timesteps(process, steps, t_start=t_start)
-        x = start if start is not None else (randn_like(xh, first) if t_start is None
-                                             else forward_start(process, estimate, None, ts[0], first))
-        return VP_SAMPLERS[method](denoiser, x, ts, process=process, cond=xh, **common)
-    if t_start is None:
-        if scale <= 1:
-            raise ValueError(f"noise injection upscales: the scale must exceed 1, got {scale}")
-        # the paper's per-scale field covers 1x-8x; beyond it, the KL rule measured on the image itself
-        t_start = (recoverable_time(process, scale) if scale <= 8
-                   else recoverable_time(process, scale, rule="kl", x_up=xh))
-    ts = vp_timesteps(process, steps, t_start=t_start)
-    x = inject_noise(process, estimate, ts[0], first) if start is None else start
-    return sample_ddim(denoiser, x, ts, process=process, cond=None, eta=0.0, **common)
+        return "resshift"
+    if isinstance(process, VPProcess):
+        return "sr3" if conditional else "prior"
+    raise ValueError(f"no sampling family for a {type(process).__name__}")
+
+
+def methods_for(family: str) -> tuple[str, ...]:
+    """The method names a family runs, in table order."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; allowed: {', '.join(FAMILIES)}")
+    return tuple(name for name, row in METHODS.items() if family in row.families)
+
+
+def method_row(name: str, family: str) -> Method:
+    """The row of a method a family runs; ValueError naming the method and the allowed ones otherwise."""
+    allowed = methods_for(family)
+    if name not in allowed:
+        raise ValueError(f"method {name!r} does not apply to this model; allowed: {', '.join(allowed)}")
+    return METHODS[name]

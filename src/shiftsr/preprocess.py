@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .data.imresize import imresize
+from .ops.imresize import imresize
 
-PREPROCESSORS = ("bicubic", "realesrgan_x4plus")
+# bicubic: MATLAB's, clamped; torch_bicubic: torch's interpolate, unclamped (ResShift's official LR path);
+# rrdb: an RRDBNet shipped in the bundle's folder
+PREPROCESSORS = ("bicubic", "torch_bicubic", "realesrgan_x4plus", "rrdb")
+PREPROCESSOR_FOLDER = "preprocessor"
 SCALE = 4
 
 
@@ -22,8 +28,8 @@ class Preprocessor:
         # 28.858 vs 28.864 dB untiled).
         if name not in PREPROCESSORS:
             raise ValueError(f"unknown preprocessor {name!r}; choose one of {', '.join(PREPROCESSORS)}")
-        if (name == "bicubic") != (net is None):
-            raise ValueError("the bicubic preprocessor takes no network; the others need one")
+        if (name in ("bicubic", "torch_bicubic")) != (net is None):
+            raise ValueError("the bicubic preprocessors take no network; the others need one")
         if tile is not None and (not isinstance(tile, int) or tile < 0):
             raise ValueError(f"tile must be a non-negative int or None, got {tile!r}")
         if not isinstance(overlap, int) or overlap < 0:
@@ -32,9 +38,11 @@ class Preprocessor:
 
     @torch.no_grad()  # not inference_mode: xh may feed layers that autograd records during training
     def __call__(self, lr: torch.Tensor) -> torch.Tensor:
-        """xh = clamp(upscale_x4(lr), 0, 1), in lr's dtype and on lr's device."""
+        """xh = upscale_x4(lr) (clamped to [0, 1] but for torch_bicubic), in lr's dtype and on lr's device."""
         if lr.ndim != 4 or lr.shape[1] != 3 or not lr.is_floating_point():
             raise ValueError(f"expected a float batch of RGB images (B,3,h,w), got {lr.dtype} {tuple(lr.shape)}")
+        if self.name == "torch_bicubic":
+            return F.interpolate(lr, scale_factor=SCALE, mode="bicubic")
         if self.net is None:
             return imresize(lr, scale=SCALE).clamp(0, 1)
         weight = next(self.net.parameters())
@@ -62,11 +70,19 @@ class Preprocessor:
 
 def build_preprocessor(
     name: str, device: str | torch.device = "cpu", *, dtype: torch.dtype = torch.float32, tile: int | None = 256,
-    overlap: int = 48,
+    overlap: int = 48, root: Path | None = None,
 ) -> Preprocessor:
-    """The named preprocessor with its network (if any) loaded on device in dtype."""
+    """The named preprocessor with its network (if any) loaded on device in dtype; rrdb reads root/preprocessor."""
     if name == "realesrgan_x4plus":
         from .networks.rrdbnet import realesrgan_x4plus
 
         return Preprocessor(name, realesrgan_x4plus(device=device, dtype=dtype), tile=tile, overlap=overlap)
+    if name == "rrdb":
+        from .bundle import load_part
+        from .networks.rrdbnet import RRDBNet
+
+        if root is None:
+            raise ValueError("the rrdb preprocessor is read from its model folder; none was given")
+        net = load_part(RRDBNet, Path(root) / PREPROCESSOR_FOLDER).to(device=device, dtype=dtype)
+        return Preprocessor(name, net, tile=tile, overlap=overlap)
     return Preprocessor(name, tile=tile, overlap=overlap)

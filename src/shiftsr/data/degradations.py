@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import yaml
 from kornia.color import rgb_to_grayscale
 
-from .imresize import bicubic_degrade
+from ..ops.imresize import bicubic_degrade
 from .kernels import (
     KernelConfig,
     bernoulli,

@@ -44,6 +44,7 @@ class PredictionDenoiser(torch.nn.Module):
         timestep_fn: Callable[[Tensor], Tensor] | None = None,
         input_scale_fn: Callable[[Tensor], Tensor] | None = None,
         concat_cond: bool = False,
+        clip: bool = False,
     ):
         """Wrap ``net(x_in, t_net, cond_in)``.
 
@@ -52,7 +53,8 @@ class PredictionDenoiser(torch.nn.Module):
         e.g. ResShift's ``1 / sqrt(kappa^2 eta_t + 1)``; cond is never scaled. With ``concat_cond``
         the network input is ``cat([x_in, cond], dim=1)`` and ``cond_in`` is None; otherwise
         ``cond_in`` is ``cond`` unchanged. The network may return a Tensor or an object with
-        ``.sample`` (diffusers outputs).
+        ``.sample`` (diffusers outputs). ``clip`` clamps x0 to [-1, 1], as guided-diffusion's samplers do
+        (``clip_denoised=True``).
         """
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
@@ -63,6 +65,7 @@ class PredictionDenoiser(torch.nn.Module):
         self.timestep_fn = timestep_fn
         self.input_scale_fn = input_scale_fn
         self.concat_cond = concat_cond
+        self.clip = clip
 
     def forward(self, x_t: Tensor, t: Tensor, cond) -> Tensor:
         """Predict x0 from x_t at process time t (shape [B])."""
@@ -78,7 +81,8 @@ class PredictionDenoiser(torch.nn.Module):
             shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
             raise ValueError(f"network output must match x_t shape {tuple(x_t.shape)}, got {shape}")
         a, b, s = (_per_sample(c, x_t) for c in self.process.coefficients(t))
-        return self._to_x0(out, x_t, a, b, s, cond)
+        x0 = self._to_x0(out, x_t, a, b, s, cond)
+        return x0.clamp(-1, 1) if self.clip else x0
 
     def _to_x0(self, out: Tensor, x_t: Tensor, a: Tensor, b: Tensor, s: Tensor, cond) -> Tensor:
         """Invert the prediction parametrisation given the marginal coefficients a, b, s."""

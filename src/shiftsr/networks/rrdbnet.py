@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 import torch.fx
 import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..ncnn import NcnnLayer, read_ncnn
@@ -65,11 +67,12 @@ class RRDB(nn.Module):
         return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
 
 
-class RRDBNet(nn.Module):
+class RRDBNet(ModelMixin, ConfigMixin):
     """ESRGAN/Real-ESRGAN x4 generator: conv, RRDB trunk + skip, two nearest x2 upsamplings with conv, two convs."""
 
     scale = 4
 
+    @register_to_config
     def __init__(
         self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_block: int = 23, num_grow_ch: int = 32
     ) -> None:

@@ -2,6 +2,7 @@
 from .base import GaussianProcess
 from .domain_shift import DomainShiftProcess
 from .residual_shift import ResShiftProcess
+from .start import NOISE_TABLE_FILE, NoiseTable, load_noise_table, recoverable_time, start_state, start_time
 from .vp import VPProcess, make_betas
 
 PROCESSES = {"vp": VPProcess, "domain_shift": DomainShiftProcess, "resshift": ResShiftProcess}
@@ -23,4 +24,5 @@ def process_config(process: GaussianProcess) -> dict:
 
 
 __all__ = ["GaussianProcess", "VPProcess", "DomainShiftProcess", "ResShiftProcess", "make_betas",
-           "build_process", "process_config", "PROCESSES"]
+           "build_process", "process_config", "PROCESSES",
+           "NOISE_TABLE_FILE", "NoiseTable", "load_noise_table", "recoverable_time", "start_state", "start_time"]

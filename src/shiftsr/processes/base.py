@@ -28,25 +28,12 @@ class GaussianProcess:
         x_t = a * x0 + s * noise
         return x_t if y is None else x_t + b * y
 
-    def noise_level(self, t: Tensor | float) -> Tensor:
-        """The variance-exploding noise level l = s / a of u = (x - b y) / a = x0 + l eps (inf where a = 0)."""
-        a, _, s = self.coefficients(t)
-        return s / a
-
     def training_times(self, batch: int, *, generator: torch.Generator | None = None,
                        t_min: float = 0.0, t_max: float | None = None) -> Tensor:
         """Uniform training times on (t_min, t_max], float32 on CPU."""
         hi = self.t_max if t_max is None else t_max
         u = 1.0 - torch.rand(batch, generator=generator, dtype=torch.float64)
         return (t_min + u * (hi - t_min)).float()
-
-    def to_index(self, t: Tensor) -> Tensor:
-        """Process time to the discrete 0-based index used by DDPM-style code (index = t - 1)."""
-        return t - 1
-
-    def from_index(self, index: Tensor) -> Tensor:
-        """Discrete 0-based index to process time (t = index + 1)."""
-        return index + 1
 
 
 def as_time(t: Tensor | float) -> Tensor:

@@ -9,19 +9,46 @@ import torch
 from torch import Tensor
 
 Denoiser = Callable[[Tensor, Tensor, Any], Tensor]
-Generators = torch.Generator | Sequence[torch.Generator] | Tensor | None
 Callback = Callable[[dict], None] | None
+
+
+class Draws:
+    """Gaussian draws made in advance, consumed in call order by randn_like; after them, fresh ones from `then`.
+
+    An exact replay of another implementation's noise (every draw of a method: its start, each step, and the
+    draws official code makes and throws away), or BCSR's stored start noise (Eq. 21) followed by fresh noise.
+    Without `then`, a draw past the given tensors is an error.
+    """
+
+    def __init__(self, tensors: Sequence[Tensor], then: torch.Generator | Sequence[torch.Generator] | None = None):
+        self.tensors = list(tensors)
+        self.used = 0
+        self.then = then
+
+    def like(self, x: Tensor) -> Tensor:
+        """The next draw, of x's shape, on x's device and dtype."""
+        if self.used == len(self.tensors):
+            if self.then is None:
+                raise ValueError(f"noise: all {len(self.tensors)} given draws are used; the method needs more")
+            return randn_like(x, self.then)
+        draw = self.tensors[self.used]
+        if tuple(draw.shape) != tuple(x.shape):
+            raise ValueError(f"noise: draw {self.used} has shape {tuple(draw.shape)}, the method draws "
+                             f"{tuple(x.shape)} there")
+        self.used += 1
+        return draw.to(device=x.device, dtype=x.dtype)
+
+
+Generators = torch.Generator | Sequence[torch.Generator] | Draws | None
 
 
 def randn_like(x: Tensor, generator: Generators) -> Tensor:
     """Standard normal noise drawn on the CPU, one generator per image, so results ignore batch and device.
 
-    A tensor in place of the generators is a draw made already (a stored boundary condition, BCSR Eq. 21).
+    Draws in place of the generators hands out draws made already (a replay, or a stored boundary condition).
     """
-    if isinstance(generator, Tensor):
-        if generator.shape != x.shape:
-            raise ValueError(f"a fixed noise of shape {tuple(generator.shape)} cannot stand for {tuple(x.shape)}")
-        return generator.to(device=x.device, dtype=x.dtype)
+    if isinstance(generator, Draws):
+        return generator.like(x)
     if generator is None or isinstance(generator, torch.Generator):
         noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
     else:

@@ -11,12 +11,6 @@ from .common import (Callback, Denoiser, Generators, batch_time, check_times, co
                      randn_like, report)
 
 
-def dossr_start(process, xh: Tensor, t1: float, generator: Generators = None) -> Tensor:
-    """DoSSR Alg. 1 line 1: x_{t1} = a_{t1} xh + s_{t1} eps, with the (a + b) of the marginal at t1."""
-    a, b, s = coefficients(process, t1)
-    return (a + b) * xh + s * randn_like(xh, generator)
-
-
 def dossr_timesteps(process, steps: int, *, official: bool = False) -> list[float]:
     """Uniform times from t1 to 0 (paper), or the official code's indices [499, 399, 299, 200, 100] -> 0 plus one."""
     t1 = process.t1

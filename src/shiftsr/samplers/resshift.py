@@ -10,17 +10,6 @@ from torch import Tensor
 from .common import Callback, Denoiser, Generators, batch_time, check_times, randn_like, report
 
 
-def resshift_start(process, y: Tensor, generator: Generators = None) -> Tensor:
-    """ResShift Eq. 4 start: x_T = y + kappa sqrt(eta_T) eps (the official code's prior sample)."""
-    eta_T = float(process.shift(process.t_max))
-    return y + process.kappa * math.sqrt(eta_T) * randn_like(y, generator)
-
-
-def resshift_timesteps(process) -> list[float]:
-    """ResShift Eq. 4: the full chain T, T-1, ..., 1, then the clean state 0 where the last step returns f."""
-    return [float(t) for t in range(int(process.t_max), -1, -1)]
-
-
 @torch.no_grad()
 def sample_resshift(denoiser: Denoiser, x: Tensor, ts: Sequence[float], *, process, cond=None,
                     generator: Generators = None, callback: Callback = None) -> Tensor:

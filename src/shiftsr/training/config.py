@@ -12,6 +12,7 @@ import yaml
 
 from ..networks.shiftnet import COND_MODES
 from ..processes.vp import BETA_SCHEDULES
+from ..typed import build_typed
 from .files import write_text_atomic
 
 MODEL_KINDS = ("dossr", "prior", "resshift", "vp", "autoencoder")
@@ -241,32 +242,7 @@ def _fields(section: str) -> dict[str, Any]:
 
 def _build_section(section: str, values: dict, source: str):
     """One section from its mapping: unknown keys and values of the wrong type are errors naming both."""
-    types = _fields(section)
-    for key in values:
-        if key not in types:
-            raise ConfigError(f"{source}: unknown key {key!r} in section {section!r}; allowed: {', '.join(types)}")
-    return SECTIONS[section](**{key: _typed(value, types[key], f"{source}: {section}.{key}")
-                                for key, value in values.items()})
-
-
-def _typed(value: Any, expected: Any, where: str) -> Any:
-    """value if it has the expected type (an int is accepted as a float), else a ConfigError."""
-    if expected is float and type(value) is int:
-        return float(value)
-    if get_origin(expected) is list:
-        ok = isinstance(value, list) and all(type(item) is get_args(expected)[0] for item in value)
-    else:
-        ok = type(value) is expected
-    if not ok:
-        raise ConfigError(f"{where}: expected {_type_name(expected)}, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def _type_name(expected: Any) -> str:
-    """int, float, str or 'list of str'."""
-    if get_origin(expected) is list:
-        return f"a list of {get_args(expected)[0].__name__}"
-    return expected.__name__
+    return build_typed(SECTIONS[section], values, source, ConfigError, path=f"{section}.")
 
 
 def _is_flat(data: dict) -> bool:

@@ -19,8 +19,8 @@ SCALING_CROPS = 16  # training crops whose latent spread sets an autoencoder's s
 
 @torch.no_grad()
 def to_model_space(images: Tensor, codec, device: torch.device) -> Tensor:
-    """[0, 1] images to the codec's space of [-1, 1] images, encoded on device and returned on the CPU."""
-    return codec.encode(images.to(device) * 2 - 1).cpu()
+    """[0, 1] images to the codec's space, encoded on device and returned on the CPU."""
+    return codec.encode(images.to(device)).cpu()
 
 
 def training_loss(denoiser: PredictionDenoiser, process, cfg: TrainConfig, x0: Tensor, xh: Tensor | None,
@@ -37,7 +37,7 @@ def training_loss(denoiser: PredictionDenoiser, process, cfg: TrainConfig, x0: T
     loss = F.mse_loss(prediction, x0)
     if perceptual is None:
         return loss
-    images = [(codec.decode(v) + 1) / 2 for v in (prediction, x0)]
+    images = [codec.decode(v) for v in (prediction, x0)]
     return loss + cfg.optim.stlpips_weight * perceptual(images[0].clamp(0, 1), images[1]).mean()
 
 

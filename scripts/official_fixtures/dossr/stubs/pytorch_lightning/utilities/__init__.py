@@ -1,0 +1,1 @@
+"""Stand-in pytorch_lightning.utilities."""

@@ -1,0 +1,4 @@
+"""Stand-in torchvision.ops."""
+from . import misc
+
+__all__ = ["misc"]

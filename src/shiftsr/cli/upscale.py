@@ -1,0 +1,270 @@
+"""The `shiftsr` command: `upscale` (Real-ESRGAN style options) and `models`; torch loads only when one runs."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from .common import report_error
+
+EXTENSIONS = ("auto", "png", "jpg", "webp", "tif")
+WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+TARGET_PATTERN = re.compile(r"(\d+)[xX](\d+)")
+DEFAULT_OVERLAP = 16  # input pixels, capped at half the tile
+PROBE_SIZE = (64, 64)  # an LR size to check the flags against the model before any file is read
+
+UPSCALE_EPILOG = """Outputs go to the --output folder (default ./results, as in Real-ESRGAN), named
+{stem}_{suffix}.{ext}. Grayscale inputs give grayscale outputs, transparency is kept (the alpha
+channel is resized with bicubic), 16-bit inputs give 16-bit PNGs. A file that fails is reported as
+one line on stderr and the other files are still processed. Exit status: 0 all written, 1 some file
+failed, 2 bad usage.
+
+\b
+Examples:
+  shiftsr upscale photo.jpg                     # -> results/photo_out.jpg
+  shiftsr upscale photos/ -o big/ --suffix ''   # a folder, same names
+  shiftsr upscale 'scans/*.png' -s 2 --steps 3  # a glob, 2x, 3 steps
+  shiftsr upscale a.png -s 2.7                  # any scale: round(2.7 w) x round(2.7 h)
+  shiftsr upscale a.png --target 1920x1080      # fitted inside 1920x1080
+  shiftsr upscale huge.png -t 256 --device cuda # 256-pixel tiles, GPU
+  shiftsr upscale a.png b.png --json -q         # JSON lines on stdout
+"""
+
+
+def parse_target(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """Click callback: WIDTHxHEIGHT (e.g. 1920x1080) as (width, height), both positive."""
+    if value is None:
+        return None
+    match = TARGET_PATTERN.fullmatch(value.strip())
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT with positive whole numbers, e.g. 1920x1080")
+    return int(match[1]), int(match[2])
+
+
+def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Click callback: accept auto, cpu, cuda and cuda:N."""
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise click.BadParameter(f"{value!r}; allowed: auto, cpu, cuda, cuda:N")
+    return value
+
+
+@click.command(epilog=UPSCALE_EPILOG)
+@click.argument("inputs", nargs=-1)
+@click.option("-i", "--input", "more_inputs", multiple=True,
+              help="Input file, folder or glob (repeatable); same as INPUTS.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Output folder, created if missing.")
+@click.option("-m", "--model", default="default", show_default=True,
+              help="Bundled model name (see `shiftsr models`) or model folder.")
+@click.option("-p", "--preset", help="A named preset (see `shiftsr models`): its model and sampler; "
+                                     "--method/--steps/--order/--samples still override it.")
+@click.option("-s", "--scale", type=click.FloatRange(min=0, min_open=True), show_default="the model's",
+              help="Upscaling factor, any number (e.g. 2.7); each side is rounded to the nearest pixel, halves up.")
+@click.option("--target", callback=parse_target, metavar="WxH",
+              help="Output box, e.g. 1920x1080: the largest size with the input's aspect ratio that fits inside; "
+                   "the limiting side is exact, the other rounded to the nearest pixel. Not with --scale.")
+@click.option("--method", show_default="the model's",
+              help="Sampling method; the model decides which are allowed.")
+@click.option("--steps", type=click.IntRange(min=1), show_default="the model's", help="Sampling steps.")
+@click.option("--order", type=click.IntRange(1, 3), show_default="the model's", help="Solver order.")
+@click.option("--samples", type=click.IntRange(min=1), show_default="the model's",
+              help="Average this many samples (a posterior-mean estimate, higher PSNR); 1 = one sharp sample.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed; each image gets its own generator.")
+@click.option("--bc", "bc_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A boundary condition from `shiftsr search-bc` (BCSR): its searched start noise or seed, "
+                   "for every image; the file fixes the method and steps.")
+@click.option("-t", "--tile", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Tile side in input pixels; 0 = auto (no tiling when the image fits the memory budget).")
+@click.option("--tile-overlap", type=click.IntRange(min=0),
+              show_default=f"{DEFAULT_OVERLAP}, at most half the tile", help="Tile overlap in input pixels.")
+@click.option("--device", default="auto", show_default=True, callback=check_device, help="auto, cpu, cuda or cuda:N.")
+@click.option("--fp32/--bf16", "fp32", default=None, show_default="fp32 on CPU, bf16 on CUDA",
+              help="Network precision.")
+@click.option("--suffix", default="out", show_default=True,
+              help="Output name {stem}_{suffix}.{ext}; '' gives {stem}.{ext} and needs an output folder "
+                   "other than the input's.")
+@click.option("--ext", type=click.Choice(EXTENSIONS), default="auto", show_default=True,
+              help="Output format; auto keeps the input's (PNG for BMP).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing outputs; without it they are errors and left untouched.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per file on stdout (sizes are [width, height]).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-file messages; errors are still printed.")
+@click.pass_context
+def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str, ...], output: Path, model: str,
+            preset: str | None, scale: float | None, target: tuple[int, int] | None, method: str | None,
+            steps: int | None, order: int | None,
+            samples: int | None, seed: int, bc_path: Path | None, tile: int,
+            tile_overlap: int | None, device: str, fp32: bool | None, suffix: str, ext: str, overwrite: bool,
+            as_json: bool, quiet: bool) -> None:
+    """Upscale images (files, folders or globs) with a shiftsr model."""
+    patterns = [*inputs, *more_inputs]
+    if not patterns:
+        raise click.UsageError("no inputs; give image files, folders or globs")
+    if scale is not None and target is not None:
+        raise click.UsageError("give --scale or --target, not both")
+    if preset is not None:
+        model = check_preset(preset, model)
+    overlap = min(DEFAULT_OVERLAP, tile // 2) if tile_overlap is None else tile_overlap
+    if tile and overlap >= tile:
+        raise click.BadParameter(f"{overlap} is not smaller than --tile {tile}; allowed: 0 to {tile - 1}",
+                                 param_hint="--tile-overlap")
+    from ..imageio import expand_inputs
+
+    files = expand_inputs(patterns)
+    same_folder = [path for path in files if path.parent.resolve() == output.resolve()]
+    if not suffix and same_folder:
+        raise click.BadParameter(f"an empty suffix would overwrite {same_folder[0]}; give -o another folder",
+                                 param_hint="--suffix")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        report_error(f"{output}: cannot create the output folder ({error.strerror or error})")
+        ctx.exit(1)
+    pipe = load_pipeline(model, device, fp32)
+    sampler = dict(method=method, steps=steps, order=order, samples=samples)
+    size = dict(scale=scale or pipe.scale) if target is None else dict(target=target)
+    checked(pipe.plan, PROBE_SIZE, **({} if target else size), **sampler)  # a target's scale depends on the image
+    job = dict(**size, seed=seed, **sampler)
+    upscaler = pipe.run
+    if bc_path is not None:
+        upscaler, settings = with_boundary(ctx, pipe, bc_path, seed=seed, **sampler)
+        job = dict(**size, **settings)
+    ratio = pipe.scale / pipe.codec.scale  # model-space pixels per input pixel
+    tiling = dict(tile=to_model_pixels(tile, ratio), tile_overlap=to_model_pixels(overlap, ratio))
+    failed = run_files(upscaler, files, output, suffix=suffix, ext=ext, overwrite=overwrite, job=job, tiling=tiling,
+                       as_json=as_json, quiet=quiet)
+    ctx.exit(1 if failed else 0)
+
+
+def checked(settings, *args, **given):
+    """settings(*args, **given) with a ValueError turned into a usage error naming the flag it is about."""
+    try:
+        return settings(*args, **given)
+    except ValueError as error:
+        message = str(error)
+        flag = next((f"--{name}" for name in given if message.startswith((f"{name}:", f"{name} "))), None)
+        raise click.BadParameter(message, param_hint=flag) from None
+
+
+def with_boundary(ctx: click.Context, pipe, path: Path, *, seed: int, **sampler):
+    """(upscaler, sampler settings) under the boundary condition in path; a usage error if it does not fit."""
+    import functools
+
+    from ..boundary import apply_boundary, boundary_job, load_boundary
+
+    given_seed = seed if ctx.get_parameter_source("seed") is click.core.ParameterSource.COMMANDLINE else None
+    try:
+        bc = load_boundary(path, pipe)
+        settings = boundary_job(bc, seed=given_seed, **sampler)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.BadParameter(" ".join(str(error).split()), param_hint="--bc") from None
+    return functools.partial(apply_boundary, pipe, bc), settings
+
+
+def check_preset(preset: str, model: str) -> str:
+    """The model name a --preset stands for (the pipeline resolves it); a usage error if unknown or beside --model."""
+    from ..presets import presets
+
+    names = presets()
+    if preset not in names:
+        raise click.BadParameter(f"{preset!r} is not a preset; allowed: {', '.join(names) or 'none'}",
+                                 param_hint="--preset")
+    if model != "default":
+        raise click.UsageError("give --preset or --model, not both")
+    return preset
+
+
+def to_model_pixels(pixels: int, ratio: float) -> int:
+    """Input pixels as model-space pixels (0 stays 0, anything else at least 1)."""
+    return max(1, round(pixels * ratio)) if pixels else 0
+
+
+def load_pipeline(model: str, device: str, fp32: bool | None):
+    """The pipeline for --model on --device, with usage errors for a bad model or an absent GPU."""
+    import torch
+
+    from ..pipeline import DTYPES, load
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    count = torch.cuda.device_count()
+    if device.startswith("cuda") and int(device.partition(":")[2] or 0) >= count:
+        raise click.BadParameter(f"{device!r} is not available ({count} CUDA devices found); allowed: auto, cpu"
+                                 + "".join(f", cuda:{index}" for index in range(count)), param_hint="--device")
+    precision = "fp32" if (fp32 if fp32 is not None else device == "cpu") else "bf16"
+    try:
+        return load(model, device=device, dtype=DTYPES[precision])
+    except (FileNotFoundError, ValueError) as error:
+        raise click.BadParameter(str(error), param_hint="--model") from None
+
+
+def output_name(path: Path, suffix: str, ext: str) -> str:
+    """{stem}_{suffix}.{ext}, or {stem}.{ext} for an empty suffix; ext auto keeps a writable input format, else PNG."""
+    if ext == "auto":
+        ext = path.suffix.lower()[1:] if path.suffix.lower() in WRITABLE_SUFFIXES else "png"
+    return f"{path.stem}_{suffix}.{ext}" if suffix else f"{path.stem}.{ext}"
+
+
+def run_files(upscale, files: list[Path], output: Path, *, suffix: str, ext: str, overwrite: bool, job: dict,
+              tiling: dict, as_json: bool, quiet: bool) -> int:
+    """Upscale every file, reporting each success or failure; returns the number of files that failed."""
+    import torch
+
+    claimed: set[Path] = set()
+    failed = 0
+    for path in tqdm(files, disable=quiet or len(files) < 2, unit="image", desc="shiftsr"):
+        target = output / output_name(path, suffix, ext)
+        try:
+            if target in claimed:
+                raise FileExistsError(f"{target}: is also the output of an earlier input; rename one of them")
+            claimed.add(target)
+            record = upscale_file(upscale, path, target, overwrite=overwrite, job=job, tiling=tiling,
+                                  progress=not quiet and len(files) == 1)
+        except torch.OutOfMemoryError:
+            record = {"error": f"{path}: out of memory; try a smaller --tile (e.g. -t 256) or --bf16"}
+        except (ValueError, OSError) as error:
+            record = {"error": describe(error, target)}
+        if "error" in record:
+            failed += 1
+            report_error(record["error"])
+        elif not quiet and not as_json:
+            tqdm.write(f"{path} -> {target} ({'x'.join(map(str, record['size_in']))} -> "
+                       f"{'x'.join(map(str, record['size_out']))}, {record['seconds']:.2f} s)", file=sys.stderr)
+        if as_json:
+            click.echo(json.dumps({"input": str(path), "output": str(target), **record}))
+    return failed
+
+
+def upscale_file(upscale, path: Path, target: Path, *, overwrite: bool, job: dict, tiling: dict,
+                 progress: bool) -> dict:
+    """Read, upscale and atomically write one image; returns its JSON fields (raises on a problem with the file)."""
+    from ..ops.imresize import imresize
+    from ..imageio import read_image, write_image
+
+    started = time.perf_counter()
+    image = read_image(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target}: already exists (pass --overwrite to replace it)")
+    if image.alpha is not None and target.suffix in (".jpg", ".jpeg"):
+        raise ValueError(f"{path}: has transparency, which JPEG cannot store; use --ext png, webp or tif")
+    result = upscale(image.rgb, **job, **tiling, progress=progress)
+    rgb = result.image[0]
+    alpha = None if image.alpha is None else imresize(image.alpha[None], size=tuple(rgb.shape[-2:]))[0].clamp(0, 1)
+    write_image(target, rgb, alpha=alpha, bit_depth=image.bit_depth, gray=image.is_gray, overwrite=overwrite)
+    return {"size_in": [image.rgb.shape[-1], image.rgb.shape[-2]], "size_out": [rgb.shape[-1], rgb.shape[-2]],
+            "seconds": round(time.perf_counter() - started, 3),
+            **({"target": list(job["target"])} if job.get("target") else {}), **result.record}
+
+
+def describe(error: Exception, target: Path) -> str:
+    """The problem of a failed file: the message (which names the file), or the OS error and the file it hit."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename2 or error.filename or target}: {error.strerror}"
+    return str(error)

@@ -1,1 +1,0 @@
-"""Subcommands of `shiftsr` that live in their own modules; registered in shiftsr.cli."""

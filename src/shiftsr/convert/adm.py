@@ -1,0 +1,235 @@
+"""guided-diffusion ADM checkpoints (Dhariwal & Nichol 2021): flags from keys and shapes, strict load, bundle facts.
+
+Modelled on spandrel's ArchSupport: the key layout fixes the architecture except for attention heads and
+attention order, which come from the table of released configurations (openai/guided-diffusion README) or
+from the caller. Rules, checked in tests/test_official_adm.py:
+
+- from keys: model_channels (time_embed.0 input width), channel_mult (decoder ResBlock widths / model_channels),
+  num_res_blocks and the number of levels (position of the up-samplers in output_blocks, else of the
+  parameter-free average-pool gaps in input_blocks), attention_resolutions (levels whose decoder blocks hold
+  qkv), use_scale_shift_norm (emb_layers width 2 x channels), resblock_updown (up-samplers that are ResBlocks),
+  conv_resample (False only where the encoder has parameter-free gaps), num_classes (label_emb rows), learn_sigma
+  (6 output channels), an upsampler (6 input channels; low_res_channels = 3); a one-level net has no resamplers,
+  so it reads as resblock_updown False, conv_resample True (both without effect there);
+- from the table, or passed: num_heads / num_head_channels / num_heads_upsample, use_new_attention_order,
+  noise_schedule, image_size;
+- dropout acts in training only: 0.0 unless passed.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..denoisers.prediction import ddpm_index
+from ..networks.adm_unet import ADMUNet
+from .checkpoint import CheckpointError, load_strict, read_checkpoint
+
+RGB = 3  # every released ADM model works on RGB images in [-1, 1]
+NUM_CLASSES = 1000  # ImageNet, as script_util.NUM_CLASSES
+# script_util.create_model / sr_create_model: channel_mult by (large) image size when the flag is empty
+CHANNEL_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
+SR_CHANNEL_MULT = {512: (1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 64: (1, 2, 3, 4)}
+# script_util.model_and_diffusion_defaults for the flags the README leaves out
+DEFAULT_FLAGS = dict(num_heads=4, num_head_channels=-1, num_heads_upsample=-1, use_new_attention_order=False,
+                     dropout=0.0, small_size=None)
+_IMAGENET_256 = dict(image_size=256, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8",
+                     num_head_channels=64, learn_sigma=True, noise_schedule="linear", resblock_updown=True,
+                     use_scale_shift_norm=True)
+# MODEL_FLAGS of the guided-diffusion README, one entry per released diffusion checkpoint
+RELEASES: dict[str, dict] = {
+    "64x64_diffusion": dict(image_size=64, num_channels=192, num_res_blocks=3, attention_resolutions="32,16,8",
+                            num_head_channels=64, class_cond=True, learn_sigma=True, noise_schedule="cosine",
+                            resblock_updown=True, use_new_attention_order=True, use_scale_shift_norm=True,
+                            dropout=0.1),
+    "128x128_diffusion": dict(image_size=128, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8",
+                              num_heads=4, class_cond=True, learn_sigma=True, noise_schedule="linear",
+                              resblock_updown=True, use_scale_shift_norm=True),
+    "256x256_diffusion": dict(_IMAGENET_256, class_cond=True),
+    "256x256_diffusion_uncond": dict(_IMAGENET_256, class_cond=False),
+    "512x512_diffusion": dict(_IMAGENET_256, image_size=512, class_cond=True),
+    "64_256_upsampler": dict(_IMAGENET_256, small_size=64, num_channels=192, num_heads=4, num_head_channels=-1,
+                             class_cond=True),
+    "128_512_upsampler": dict(_IMAGENET_256, image_size=512, small_size=128, num_channels=192,
+                              attention_resolutions="32,16", class_cond=True),
+    "lsun_bedroom": dict(_IMAGENET_256, class_cond=False, dropout=0.1),
+    "lsun_cat": dict(_IMAGENET_256, class_cond=False, dropout=0.1),
+    "lsun_horse": dict(_IMAGENET_256, class_cond=False, dropout=0.1),
+    "lsun_horse_nodropout": dict(_IMAGENET_256, class_cond=False, dropout=0.0),
+}
+HIDDEN = ("num_heads", "num_head_channels", "num_heads_upsample", "use_new_attention_order")  # not in the keys
+FACTS = ("noise_schedule", "image_size")  # not network config, taken from the release too
+NOISE_SCHEDULES = ("linear", "cosine")
+LICENCE = ("MIT (openai/guided-diffusion LICENSE, Copyright (c) 2021 OpenAI); the model card states the released "
+           "models are intended for research, not commercial deployment")
+SOURCE = "openai/guided-diffusion (Dhariwal & Nichol 2021, Diffusion Models Beat GANs on Image Synthesis)"
+_BLOCK = re.compile(r"(input_blocks|output_blocks)\.(\d+)\.(\d+)\.([a-z_]+)")
+
+
+def release_config(flags: Mapping) -> dict:
+    """ADMUNet keyword arguments for README-style flags (script_util.create_model / sr_create_model)."""
+    f = {**DEFAULT_FLAGS, **flags}
+    size, upsampler = f["image_size"], f["small_size"] is not None
+    return dict(in_channels=RGB, low_res_channels=RGB if upsampler else 0, model_channels=f["num_channels"],
+                out_channels=2 * RGB if f["learn_sigma"] else RGB, num_res_blocks=f["num_res_blocks"],
+                attention_resolutions=tuple(sorted(size // int(r) for r in f["attention_resolutions"].split(","))),
+                dropout=f["dropout"], channel_mult=(SR_CHANNEL_MULT if upsampler else CHANNEL_MULT)[size],
+                conv_resample=True, num_classes=NUM_CLASSES if f["class_cond"] else None, num_heads=f["num_heads"],
+                num_head_channels=f["num_head_channels"], num_heads_upsample=f["num_heads_upsample"],
+                use_scale_shift_norm=f["use_scale_shift_norm"], resblock_updown=f["resblock_updown"],
+                use_new_attention_order=f["use_new_attention_order"])
+
+
+def _layers(state: Mapping[str, Tensor], part: str) -> dict[int, dict[int, str]]:
+    """block index -> layer index -> kind (res, attn, down, up, conv) of input_blocks or output_blocks."""
+    kinds = {"in_layers": "res", "qkv": "attn", "op": "down", "conv": "up", "weight": "conv"}
+    blocks: dict[int, dict[int, str]] = defaultdict(dict)
+    for key in state:
+        found = _BLOCK.match(key)
+        if found and found[1] == part and found[4] in kinds:
+            blocks[int(found[2])][int(found[3])] = kinds[found[4]]
+    return blocks
+
+
+def _shape(state: Mapping[str, Tensor], key: str, source: str) -> torch.Size:
+    if key not in state:
+        raise CheckpointError(f"{source}: not a guided-diffusion ADM UNet state dict: no {key}")
+    return state[key].shape
+
+
+def _levels(state: Mapping[str, Tensor], source: str) -> tuple[int, int, bool, bool]:
+    """(levels, num_res_blocks, resblock_updown, conv_resample) from where the resamplers sit."""
+    outputs, inputs = _layers(state, "output_blocks"), _layers(state, "input_blocks")
+    count = len(outputs)
+    # 1. a decoder block that closes a level holds a second ResBlock (resblock_updown) or an Upsample conv
+    ups = sorted(k for k, layers in outputs.items() if any(i > 0 and kind in ("res", "up")
+                                                           for i, kind in layers.items()))
+    # 2. parameter-free resampling (average pool, nearest) leaves only gaps in the encoder's block indices
+    gaps = [n for n in range(max(inputs, default=0) + 1) if n not in inputs]
+    updown = bool(ups) and any(kind == "res" for i, kind in outputs[ups[0]].items() if i > 0)
+    if ups:
+        blocks, levels = ups[0] + 1, len(ups) + 1
+    else:
+        blocks, levels = (gaps[0], len(gaps) + 1) if gaps else (count, 1)
+    if count != levels * blocks or any(k != blocks * j + blocks - 1 for j, k in enumerate(ups)):
+        raise CheckpointError(f"{source}: output_blocks do not form {levels} levels of {blocks} blocks "
+                              f"(up-samplers at {ups}, {count} blocks)")
+    return levels, blocks - 1, updown, not gaps
+
+
+def infer_config(state: Mapping[str, Tensor], source: str = "state dict", **flags) -> tuple[dict, tuple[str, ...]]:
+    """ADMUNet config and the matching releases, from a guided-diffusion state dict (shapes only, meta is fine).
+
+    flags: values for the flags the keys cannot reveal (HIDDEN, dropout); needed where no release matches.
+    Raises CheckpointError naming the key or the missing flag.
+    """
+    unknown = set(flags) - {*HIDDEN, "dropout"}
+    if unknown:
+        raise ValueError(f"unknown flags {sorted(unknown)}; allowed: {', '.join((*HIDDEN, 'dropout'))}")
+    mc = _shape(state, "time_embed.0.weight", source)[1]
+    in_total = _shape(state, "input_blocks.0.0.weight", source)[1]
+    out_channels = _shape(state, "out.2.weight", source)[0]
+    if in_total not in (RGB, 2 * RGB) or out_channels not in (RGB, 2 * RGB):
+        raise CheckpointError(f"{source}: {in_total} input / {out_channels} output channels: not an RGB ADM model "
+                              "(3 or 6 each)")
+    levels, blocks, updown, conv = _levels(state, source)
+    outputs = _layers(state, "output_blocks")
+    first = [(levels - 1 - level) * (blocks + 1) for level in range(levels)]  # first decoder block per level
+    widths = [_shape(state, f"output_blocks.{k}.0.out_layers.3.weight", source)[0] for k in first]
+    emb = _shape(state, "output_blocks.0.0.emb_layers.1.weight", source)[0]
+    config = dict(in_channels=RGB, low_res_channels=in_total - RGB, model_channels=mc, out_channels=out_channels,
+                  num_res_blocks=blocks,
+                  attention_resolutions=tuple(2**lv for lv, k in enumerate(first) if "attn" in outputs[k].values()),
+                  dropout=0.0, channel_mult=tuple(int(w / mc) if w % mc == 0 else w / mc for w in widths),
+                  conv_resample=conv, num_classes=state["label_emb.weight"].shape[0] if "label_emb.weight" in state
+                  else None, use_scale_shift_norm=emb == 2 * widths[-1], resblock_updown=updown)
+    matches = tuple(name for name, f in RELEASES.items()
+                    if all(release_config(f)[k] == v for k, v in config.items() if k != "dropout"))
+    hidden = {k: release_config(RELEASES[matches[0]])[k] for k in HIDDEN} if matches else {}
+    needed = {"num_heads or num_head_channels": {"num_heads", "num_head_channels"},
+              "use_new_attention_order": {"use_new_attention_order"}}
+    missing = [name for name, keys in needed.items() if not matches and not keys & set(flags)]
+    if missing:
+        raise CheckpointError(f"{source}: no released guided-diffusion configuration has these keys and shapes "
+                              f"({config}); pass {' and '.join(missing)}")
+    config.update({**{k: DEFAULT_FLAGS[k] for k in HIDDEN}, **hidden, **flags})
+    return config, matches
+
+
+@dataclass(frozen=True)
+class ADMCheckpoint:
+    """What a guided-diffusion checkpoint is and how shiftsr drives it (a spandrel-style descriptor)."""
+
+    config: dict  # ADMUNet keyword arguments
+    releases: tuple[str, ...]  # released configurations with these keys and shapes; () if none
+    noise_schedule: str  # guided-diffusion get_named_beta_schedule name, over 1000 steps
+    image_size: int | None  # the training resolution; any multiple of size_multiple runs
+    prediction_type: str = "epsilon"  # output channels 0..2; 3..5 (learn_sigma) are the unused variance
+    image_range: tuple[float, float] = (-1.0, 1.0)
+    clip_denoised: bool = True  # the official samplers clamp x0 to image_range at every step
+    dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")  # released models trained with an fp16 torso
+    licence: str = LICENCE
+    source: str = SOURCE
+
+    @property
+    def learn_sigma(self) -> bool:
+        """Whether the output carries the learned-range variance after epsilon."""
+        return self.config["out_channels"] == 2 * RGB
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this."""
+        return 2 ** (len(self.config["channel_mult"]) - 1)
+
+    @property
+    def process(self) -> dict:
+        """shiftsr process config: VP betas as get_named_beta_schedule(schedule, 1000); t = index + 1, 0 clean."""
+        return dict(kind="vp", beta_schedule=self.noise_schedule, num_train_timesteps=1000, beta_start=1e-4,
+                    beta_end=0.02)
+
+    # ADM's time input from shiftsr's process time: the 0-based index t - 1 (every release has rescale_timesteps off)
+    network_time = staticmethod(ddpm_index)
+
+
+def describe(state: Mapping[str, Tensor], source: str = "state dict", *, noise_schedule: str | None = None,
+             image_size: int | None = None, **flags) -> ADMCheckpoint:
+    """The descriptor of a state dict; noise_schedule is needed where no release matches."""
+    config, matches = infer_config(state, source, **flags)
+    facts = {k: {RELEASES[m][k] for m in matches} for k in FACTS}
+    if noise_schedule is None and len(facts["noise_schedule"]) != 1:
+        raise CheckpointError(f"{source}: no released configuration fixes the noise schedule; pass noise_schedule "
+                              f"({' or '.join(NOISE_SCHEDULES)})")
+    if noise_schedule is not None and noise_schedule not in NOISE_SCHEDULES:
+        raise ValueError(f"unknown noise_schedule {noise_schedule!r}; allowed: {', '.join(NOISE_SCHEDULES)}")
+    schedule = noise_schedule or facts["noise_schedule"].pop()
+    sizes = facts["image_size"]
+    return ADMCheckpoint(config=config, releases=matches, noise_schedule=schedule,
+                         image_size=image_size or (sizes.pop() if len(sizes) == 1 else None))
+
+
+def load_adm(path: str | Path, **flags) -> tuple[ADMUNet, ADMCheckpoint]:
+    """Build the ADMUNet a guided-diffusion .pt describes and load it strictly (every tensor used), in eval mode.
+
+    flags: as for describe (noise_schedule, image_size, HIDDEN, dropout); needed only where no release matches.
+    """
+    state = read_checkpoint(path)
+    info = describe(state, str(path), **flags)
+    with torch.device("meta"):
+        net = ADMUNet(**info.config)
+    net = net.to_empty(device="cpu")
+    load_strict(net, state, path)
+    return net.eval(), info
+
+
+def epsilon_fn(net: ADMUNet, labels: Tensor | None = None) -> Callable[[Tensor, Tensor, object], Tensor]:
+    """A PredictionDenoiser network (x, index, cond) -> epsilon: the first 3 output channels; cond is not read."""
+
+    def epsilon(x: Tensor, index: Tensor, cond: object) -> Tensor:
+        return net(x, index, labels)[:, :RGB]
+
+    return epsilon

@@ -197,7 +197,8 @@ def test_seed_changes_the_output(tiny_model, tmp_path):
 def test_tiling_matches_the_untiled_output(tiny_model, tmp_path):
     save_png(tmp_path / "a.png")
     for name, tile in [("whole", 0), ("one_tile", 16), ("tiles", 8)]:
-        result = upscale(tiny_model, tmp_path / "a.png", "-o", tmp_path / name, "-t", tile, "--tile-overlap", 4)
+        overlap = ["--tile-overlap", 4] if tile else []
+        result = upscale(tiny_model, tmp_path / "a.png", "-o", tmp_path / name, "-t", tile, *overlap)
         assert result.exit_code == 0, result.output
     whole, one_tile, tiles = (pixels(tmp_path / name / "a_out.png") for name in ("whole", "one_tile", "tiles"))
     assert np.array_equal(whole, one_tile)
@@ -314,3 +315,39 @@ def test_json_reports_the_network_evaluations_that_ran(tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert (record["steps"], record["nfe"], record["order"], record["t_start"]) == (3, 3, None, 15.0)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["-s", "inf"], "--scale"), (["-s", "1e308"], "--scale"), (["-s", "nan"], "--scale"),
+    (["--target", "99999x99999"], "over 268,435,456 output pixels"), (["--seed", str(2**64)], "--seed"),
+    (["--tile-overlap", "4"], "--tile-overlap"), (["--steps", "10000"], "--steps")])
+def test_bad_flag_values_are_usage_errors_naming_the_flag(tiny_model, tmp_path, flags, message):
+    result = upscale(tiny_model, save_png(tmp_path / "a.png"), "-o", tmp_path / "o", *flags)
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "o" / "a_out.png").exists()
+
+
+def test_hostile_inputs_are_one_line_each_and_the_rest_is_written(tiny_model, tmp_path):
+    good = save_png(tmp_path / "good.png")
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    frames = [Image.new("RGB", (6, 6), colour) for colour in ("red", "blue")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    result = upscale(tiny_model, loop, tmp_path / "anim.gif", good, "-o", tmp_path / "o")
+    lines = error_lines(result)
+    assert result.exit_code == 1 and len(lines) == 2, result.output
+    assert "loop.png" in lines[0] and "anim.gif: has 2 frames" in lines[1]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["good_out.png"]
+    long = upscale(tiny_model, good, "-o", tmp_path / "o2", "--suffix", "x" * 250)
+    assert long.exit_code == 1 and "longer than 255 bytes" in error_lines(long)[0]
+    assert list((tmp_path / "o2").iterdir()) == []
+
+
+def test_a_closed_stdout_pipe_does_not_stop_the_files(tiny_model, tmp_path):
+    for name in ("a", "b"):
+        save_png(tmp_path / f"{name}.png")
+    code = (f"from shiftsr.cli import main; main(['upscale', {str(tmp_path / 'a.png')!r}, {str(tmp_path / 'b.png')!r}, "
+            f"'-m', {str(tiny_model)!r}, '-o', {str(tmp_path / 'o')!r}, '--json', '-q'])")
+    done = subprocess.run(f"{sys.executable} -c \"{code}\" | head -c 0", shell=True, capture_output=True, text=True)
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "o" / "a_out.png").exists() and (tmp_path / "o" / "b_out.png").exists()

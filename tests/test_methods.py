@@ -112,3 +112,11 @@ def test_sr3_starts_from_pure_noise_and_an_oracle_x0_comes_back():
                          callback=None)
         torch.testing.assert_close(out, x0)
         torch.testing.assert_close(starts[0], torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
+
+
+def test_the_readme_shows_the_method_table():
+    from pathlib import Path
+
+    from shiftsr.methods import markdown_table
+
+    assert markdown_table() in (Path(__file__).resolve().parents[1] / "README.md").read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-import secrets
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -13,7 +13,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from .files import atomic_path
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+MAX_INPUT_PIXELS = 2**26  # 67 megapixels (8192 x 8192): larger inputs are refused before they are decoded
 
 _WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 _ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
@@ -70,7 +73,13 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
     path = Path(path)
     _check_is_file(path)
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore")  # Pillow's warnings name its own source lines; problems raise below
+            if image.width * image.height > MAX_INPUT_PIXELS:
+                raise ImageReadError(f"{path}: {image.width}x{image.height} is over {MAX_INPUT_PIXELS:,} pixels")
+            if getattr(image, "n_frames", 1) > 1:
+                raise ImageReadError(f"{path}: has {image.n_frames} frames (animated or multi-page); shiftsr "
+                                     "upscales still images: extract the frames first")
             image.load()
             orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
             channels = _sixteen_bit_channels(image, path)
@@ -99,7 +108,7 @@ def write_image(
     gray: bool = False,
     overwrite: bool = False,
 ) -> None:
-    """Atomically write a 3xHxW [0, 1] image as PNG/JPEG/WEBP/TIFF by extension; 16 bits for PNG, 8 for the rest."""
+    """Atomically write a 3xHxW [0, 1] image as PNG/JPEG/WEBP/TIFF by extension; 16 bits for PNG and TIFF."""
     # Values are rounded to the nearest level, (x * maxval).round(), and clamped. gray=True writes one channel,
     # the ITU-R BT.601 luma of rgb; alpha (1xHxW) becomes a transparency channel (refused for JPEG), except
     # that a 16-bit PNG cannot be gray with alpha (OpenCV writes 1, 3 or 4 channels): it is RGBA with the luma
@@ -114,10 +123,11 @@ def write_image(
     if alpha is not None and fmt not in _ALPHA_FORMATS:
         raise ValueError(f"{path}: {fmt} cannot store alpha; use one of .png, .webp, .tif, .tiff")
     channels = _channels_to_write(path, rgb, alpha, gray)
-    depth = bit_depth if fmt == "PNG" else 8
+    depth = bit_depth if fmt in ("PNG", "TIFF") else 8
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
-    _atomic_write(path, lambda stream: _encode(stream, channels, depth, fmt))
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        _encode(stream, channels, depth, fmt)
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
@@ -136,9 +146,9 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
             matches = [Path(match) for match in glob.glob(pattern)]
         images = sorted(p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         found.extend(images or [path])
-    unique: dict[Path, Path] = {}
+    unique: dict[str, Path] = {}
     for path in found:
-        unique.setdefault(path.resolve(), path)
+        unique.setdefault(os.path.realpath(path), path)  # realpath, unlike resolve(), survives symlink loops
     return list(unique.values())
 
 
@@ -235,35 +245,15 @@ def _encode(stream: BinaryIO, planes: torch.Tensor, depth: int, fmt: str) -> Non
         import cv2
 
         samples = levels[..., _TO_OPENCV[levels.shape[2]]].astype(np.uint16)
-        encoded, data = cv2.imencode(".png", samples, [cv2.IMWRITE_PNG_COMPRESSION, _PNG16_COMPRESSION])
+        options = [cv2.IMWRITE_PNG_COMPRESSION, _PNG16_COMPRESSION] if fmt == "PNG" else []
+        encoded, data = cv2.imencode(f".{fmt.lower()}", samples, options)
         if not encoded:
-            raise OSError("OpenCV could not encode the 16-bit PNG")
+            raise OSError(f"OpenCV could not encode the 16-bit {fmt}")
         stream.write(data.tobytes())
         return
     levels = levels.astype(np.uint8)
     image = Image.fromarray(levels[..., 0] if levels.shape[2] == 1 else levels)
     image.save(stream, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
-
-
-def _atomic_write(path: Path, encode: Callable[[BinaryIO], None]) -> None:
-    """Encode into a hidden temporary file beside path, fsync it, then rename it over path."""
-    directory = path.parent
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{path}: output directory {directory} does not exist")
-    temporary = directory / f".{path.name}.tmp-{secrets.token_hex(4)}"
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except PermissionError as error:
-        raise PermissionError(f"{path}: cannot write in directory {directory} ({error.strerror})") from None
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            encode(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def to_batch(image) -> Tensor:

@@ -133,3 +133,17 @@ def method_row(name: str, family: str) -> Method:
     if name not in allowed:
         raise ValueError(f"method {name!r} does not apply to this model; allowed: {', '.join(allowed)}")
     return METHODS[name]
+
+
+def markdown_table() -> str:
+    """The table as Markdown, as the README shows it (`python -m shiftsr.methods` prints it)."""
+    lines = ["| method (`--method`) | families | deterministic | settings | paper |", "|---|---|---|---|---|"]
+    for row in METHODS.values():
+        honours = "--steps, --order" if row.uses_order else "--steps"
+        lines.append(f"| `{row.name}` | {', '.join(row.families)} | {'yes' if row.deterministic else 'no'} | "
+                     f"{honours} | {row.paper} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

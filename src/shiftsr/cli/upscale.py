@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,6 +21,11 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 TARGET_PATTERN = re.compile(r"(\d+)[xX](\d+)")
 DEFAULT_OVERLAP = 16  # input pixels, capped at half the tile
 PROBE_SIZE = (64, 64)  # an LR size to check the flags against the model before any file is read
+MAX_SCALE = 64.0
+MAX_STEPS = 1000
+MAX_SAMPLES = 256
+MAX_OUTPUT_PIXELS = 2**28  # 268 megapixels, e.g. 16384 x 16384: larger outputs are refused before any sampling
+MAX_NAME_BYTES = 255  # the longest file name the usual file systems store
 
 UPSCALE_EPILOG = """Outputs go to the --output folder (default ./results, as in Real-ESRGAN), named
 {stem}_{suffix}.{ext}. Grayscale inputs give grayscale outputs, transparency is kept (the alpha
@@ -44,6 +52,8 @@ def parse_target(ctx: click.Context, param: click.Parameter, value: str | None) 
     match = TARGET_PATTERN.fullmatch(value.strip())
     if not match or min(int(match[1]), int(match[2])) < 1:
         raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT with positive whole numbers, e.g. 1920x1080")
+    if int(match[1]) * int(match[2]) > MAX_OUTPUT_PIXELS:
+        raise click.BadParameter(f"{value!r} is over {MAX_OUTPUT_PIXELS:,} output pixels")
     return int(match[1]), int(match[2])
 
 
@@ -64,18 +74,19 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Bundled model name (see `shiftsr models`) or model folder.")
 @click.option("-p", "--preset", help="A named preset (see `shiftsr models`): its model and sampler; "
                                      "--method/--steps/--order/--samples still override it.")
-@click.option("-s", "--scale", type=click.FloatRange(min=0, min_open=True), show_default="the model's",
+@click.option("-s", "--scale", type=click.FloatRange(min=0, max=MAX_SCALE, min_open=True), show_default="the model's",
               help="Upscaling factor, any number (e.g. 2.7); each side is rounded to the nearest pixel, halves up.")
 @click.option("--target", callback=parse_target, metavar="WxH",
               help="Output box, e.g. 1920x1080: the largest size with the input's aspect ratio that fits inside; "
                    "the limiting side is exact, the other rounded to the nearest pixel. Not with --scale.")
 @click.option("--method", show_default="the model's",
               help="Sampling method; the model decides which are allowed.")
-@click.option("--steps", type=click.IntRange(min=1), show_default="the model's", help="Sampling steps.")
+@click.option("--steps", type=click.IntRange(1, MAX_STEPS), show_default="the model's", help="Sampling steps.")
 @click.option("--order", type=click.IntRange(1, 3), show_default="the model's", help="Solver order.")
-@click.option("--samples", type=click.IntRange(min=1), show_default="the model's",
+@click.option("--samples", type=click.IntRange(1, MAX_SAMPLES), show_default="the model's",
               help="Average this many samples (a posterior-mean estimate, higher PSNR); 1 = one sharp sample.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed; each image gets its own generator.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Noise seed; each image gets its own generator.")
 @click.option("--bc", "bc_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A boundary condition from `shiftsr search-bc` (BCSR): its searched start noise or seed, "
                    "for every image; the file fixes the method and steps.")
@@ -111,6 +122,12 @@ def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str,
         raise click.UsageError("give --scale or --target, not both")
     if preset is not None:
         model = check_preset(preset, model)
+    if scale is not None and math.isnan(scale):
+        raise click.BadParameter("nan is not a number", param_hint="--scale")
+    if tile_overlap is not None and not tile:
+        raise click.BadParameter("only applies with --tile N (N > 0)", param_hint="--tile-overlap")
+    if any(not pattern.strip() for pattern in patterns):
+        raise click.UsageError("an input is an empty name; give image files, folders or globs")
     overlap = min(DEFAULT_OVERLAP, tile // 2) if tile_overlap is None else tile_overlap
     if tile and overlap >= tile:
         raise click.BadParameter(f"{overlap} is not smaller than --tile {tile}; allowed: 0 to {tile - 1}",
@@ -138,9 +155,19 @@ def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str,
         job = dict(**size, **settings)
     ratio = pipe.scale / pipe.codec.scale  # model-space pixels per input pixel
     tiling = dict(tile=to_model_pixels(tile, ratio), tile_overlap=to_model_pixels(overlap, ratio))
-    failed = run_files(upscaler, files, output, suffix=suffix, ext=ext, overwrite=overwrite, job=job, tiling=tiling,
-                       as_json=as_json, quiet=quiet)
+    signal.signal(signal.SIGTERM, interrupt)  # a terminated run cleans up like an interrupted one
+    try:
+        failed = run_files(upscaler, files, output, suffix=suffix, ext=ext, overwrite=overwrite, job=job,
+                           tiling=tiling, as_json=as_json, quiet=quiet)
+    except KeyboardInterrupt:
+        report_error("interrupted: the file being written was removed, the finished ones are kept")
+        ctx.exit(130)
     ctx.exit(1 if failed else 0)
+
+
+def interrupt(signum, frame) -> None:
+    """SIGTERM as KeyboardInterrupt, so that the atomic writers remove their temporary files."""
+    raise KeyboardInterrupt
 
 
 def checked(settings, *args, **given):
@@ -224,6 +251,9 @@ def run_files(upscale, files: list[Path], output: Path, *, suffix: str, ext: str
         try:
             if target in claimed:
                 raise FileExistsError(f"{target}: is also the output of an earlier input; rename one of them")
+            if len(target.name.encode()) > MAX_NAME_BYTES:
+                raise ValueError(f"{target}: the output name is longer than {MAX_NAME_BYTES} bytes; shorten "
+                                 "the input's name or --suffix")
             claimed.add(target)
             record = upscale_file(upscale, path, target, overwrite=overwrite, job=job, tiling=tiling,
                                   progress=not quiet and len(files) == 1)
@@ -238,8 +268,19 @@ def run_files(upscale, files: list[Path], output: Path, *, suffix: str, ext: str
             tqdm.write(f"{path} -> {target} ({'x'.join(map(str, record['size_in']))} -> "
                        f"{'x'.join(map(str, record['size_out']))}, {record['seconds']:.2f} s)", file=sys.stderr)
         if as_json:
-            click.echo(json.dumps({"input": str(path), "output": str(target), **record}))
+            as_json = print_record({"input": str(path), "output": str(target), **record})
     return failed
+
+
+def print_record(record: dict) -> bool:
+    """Print one JSON line; False once stdout is a closed pipe (the files are still written, nothing printed)."""
+    try:
+        click.echo(json.dumps(record))
+        sys.stdout.flush()
+        return True
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # so the interpreter's own flush at exit does not fail again
+        return False
 
 
 def upscale_file(upscale, path: Path, target: Path, *, overwrite: bool, job: dict, tiling: dict,
@@ -247,6 +288,7 @@ def upscale_file(upscale, path: Path, target: Path, *, overwrite: bool, job: dic
     """Read, upscale and atomically write one image; returns its JSON fields (raises on a problem with the file)."""
     from ..ops.imresize import imresize
     from ..imageio import read_image, write_image
+    from ..ops.sizes import output_size
 
     started = time.perf_counter()
     image = read_image(path)
@@ -254,6 +296,10 @@ def upscale_file(upscale, path: Path, target: Path, *, overwrite: bool, job: dic
         raise FileExistsError(f"{target}: already exists (pass --overwrite to replace it)")
     if image.alpha is not None and target.suffix in (".jpg", ".jpeg"):
         raise ValueError(f"{path}: has transparency, which JPEG cannot store; use --ext png, webp or tif")
+    height, width = image.rgb.shape[-2:]
+    size = output_size(height, width, scale=job.get("scale"), target=job.get("target"))
+    if size[0] * size[1] > MAX_OUTPUT_PIXELS:
+        raise ValueError(f"{path}: the output would be {size[1]}x{size[0]}, over {MAX_OUTPUT_PIXELS:,} pixels")
     result = upscale(image.rgb, **job, **tiling, progress=progress)
     rgb = result.image[0]
     alpha = None if image.alpha is None else imresize(image.alpha[None], size=tuple(rgb.shape[-2:]))[0].clamp(0, 1)

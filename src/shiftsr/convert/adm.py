@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ..denoisers.prediction import ddpm_index
+from ..bundle import BundleSettings, SamplerDefaults
 from ..networks.adm_unet import ADMUNet
+from . import Converted
 from .checkpoint import CheckpointError, load_strict, read_checkpoint
 
 RGB = 3  # every released ADM model works on RGB images in [-1, 1]
@@ -68,6 +69,16 @@ NOISE_SCHEDULES = ("linear", "cosine")
 LICENCE = ("MIT (openai/guided-diffusion LICENSE, Copyright (c) 2021 OpenAI); the model card states the released "
            "models are intended for research, not commercial deployment")
 SOURCE = "openai/guided-diffusion (Dhariwal & Nichol 2021, Diffusion Models Beat GANs on Image Synthesis)"
+FLAG_TYPES = {"num_heads": int, "num_head_channels": int, "num_heads_upsample": int, "use_new_attention_order": bool,
+              "dropout": float, "noise_schedule": str, "image_size": int, "class_label": int}  # shiftsr convert --flag
+NATIVE_SCALE = 4  # the scale the pipeline's size rules call native; noise injection itself runs at any scale
+# 10 uniform DDIM steps from x4's injection time 0.4 T = 400 (Diff-SR) is a stride of 40 indices, the density of
+# the README's few-step setting (ddim25: 25 DDIM steps over 1000), and the default of the project's own prior-x4
+STEPS = 10
+STEPS_REASON = ("from x4's injection time 400 = 0.4 T a stride of 40 indices, the density of the README's ddim25 "
+                "(25 DDIM steps over T = 1000); the default of shiftsr's prior-x4")
+DTYPES = ("fp32", "bf16")
+DTYPE_MEASURE = "MEASURE"
 _BLOCK = re.compile(r"(input_blocks|output_blocks)\.(\d+)\.(\d+)\.([a-z_]+)")
 
 
@@ -163,18 +174,12 @@ def infer_config(state: Mapping[str, Tensor], source: str = "state dict", **flag
 
 @dataclass(frozen=True)
 class ADMCheckpoint:
-    """What a guided-diffusion checkpoint is and how shiftsr drives it (a spandrel-style descriptor)."""
+    """What a guided-diffusion checkpoint is: its ADMUNet config, the releases it fits and its diffusion facts."""
 
     config: dict  # ADMUNet keyword arguments
     releases: tuple[str, ...]  # released configurations with these keys and shapes; () if none
     noise_schedule: str  # guided-diffusion get_named_beta_schedule name, over 1000 steps
     image_size: int | None  # the training resolution; any multiple of size_multiple runs
-    prediction_type: str = "epsilon"  # output channels 0..2; 3..5 (learn_sigma) are the unused variance
-    image_range: tuple[float, float] = (-1.0, 1.0)
-    clip_denoised: bool = True  # the official samplers clamp x0 to image_range at every step
-    dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")  # released models trained with an fp16 torso
-    licence: str = LICENCE
-    source: str = SOURCE
 
     @property
     def learn_sigma(self) -> bool:
@@ -191,9 +196,6 @@ class ADMCheckpoint:
         """shiftsr process config: VP betas as get_named_beta_schedule(schedule, 1000); t = index + 1, 0 clean."""
         return dict(kind="vp", beta_schedule=self.noise_schedule, num_train_timesteps=1000, beta_start=1e-4,
                     beta_end=0.02)
-
-    # ADM's time input from shiftsr's process time: the 0-based index t - 1 (every release has rescale_timesteps off)
-    network_time = staticmethod(ddpm_index)
 
 
 def describe(state: Mapping[str, Tensor], source: str = "state dict", *, noise_schedule: str | None = None,
@@ -226,10 +228,117 @@ def load_adm(path: str | Path, **flags) -> tuple[ADMUNet, ADMCheckpoint]:
     return net.eval(), info
 
 
-def epsilon_fn(net: ADMUNet, labels: Tensor | None = None) -> Callable[[Tensor, Tensor, object], Tensor]:
-    """A PredictionDenoiser network (x, index, cond) -> epsilon: the first 3 output channels; cond is not read."""
+def fold_class(net: ADMUNet, info: ADMCheckpoint, label: int) -> ADMUNet:
+    """The unconditional ADMUNet equal to a class-conditional one at class `label` (unet.py UNetModel.forward).
 
-    def epsilon(x: Tensor, index: Tensor, cond: object) -> Tensor:
-        return net(x, index, labels)[:, :RGB]
+    The official emb = time_embed(t) + label_emb(y) adds one constant vector after time_embed's last Linear, so the
+    label's row joins that Linear's bias; the output differs from the official one by float32 rounding only.
+    """
+    state = net.state_dict()
+    row = state.pop("label_emb.weight")[label]
+    state["time_embed.2.bias"] = state["time_embed.2.bias"] + row
+    folded = ADMUNet(**{**info.config, "num_classes": None})
+    folded.load_state_dict(state, strict=True)
+    return folded.eval()
 
-    return epsilon
+
+def check_flags(flags: Mapping) -> None:
+    """Refuse a --flag that is unknown or of the wrong type (ValueError naming it and what it takes)."""
+    for key, value in flags.items():
+        if key not in FLAG_TYPES:
+            raise ValueError(f"--flag {key}: unknown for adm; allowed: {', '.join(FLAG_TYPES)}")
+        kind = FLAG_TYPES[key]
+        if not (type(value) is kind or (kind is float and type(value) is int)):
+            raise ValueError(f"--flag {key}: expected {kind.__name__}, got {value!r}")
+
+
+def to_bundle(arch: str, checkpoint: Path, autoencoder: Path | None = None, **flags) -> Converted:
+    """The shiftsr bundle of an unconditional (or label-folded class-conditional) guided-diffusion checkpoint.
+
+    flags: the keys' gaps (HIDDEN, noise_schedule, image_size, dropout) and class_label for a class-conditional
+    model. An upsampler (SuperResModel) is refused: it needs its low_res image as a second input, which no
+    shiftsr family feeds an ADMUNet (the bundle network is unconditional: the prior, sampled by noise injection).
+    """
+    if autoencoder is not None:
+        raise ValueError(f"{autoencoder}: ADM works on pixels; adm takes no --autoencoder")
+    check_flags(flags)
+    label = flags.pop("class_label", None)
+    net, info = load_adm(checkpoint, **flags)
+    if info.config["low_res_channels"]:
+        raise CheckpointError(f"{checkpoint}: an ADM upsampler (SuperResModel, {2 * RGB} input channels): it is "
+                              "conditioned on a low_res image it takes as a second input, which no shiftsr family "
+                              "feeds; adm converts unconditional and class-conditional priors only")
+    classes = info.config["num_classes"]
+    if classes is not None:
+        if label is None or not 0 <= label < classes:
+            raise ValueError(f"{checkpoint}: class-conditional ({classes} classes in label_emb.weight): pass "
+                             f"--flag class_label=N with N in 0..{classes - 1} (ImageNet class index), got {label}")
+        net = fold_class(net, info, label)
+    elif label is not None:
+        raise ValueError(f"--flag class_label: {checkpoint} is not class-conditional (no label_emb.weight)")
+    release = release_of(checkpoint, info.releases)
+    settings = BundleSettings(
+        network="ADMUNet", process=info.process, scale=NATIVE_SCALE, prediction_type="epsilon", timestep="index",
+        output_channels=RGB if info.learn_sigma else None, clip_denoised=True, preprocessor="bicubic",
+        codec={"kind": "identity"}, multiple=info.size_multiple, dtypes=list(DTYPES),
+        sampler=SamplerDefaults(method="noise-injection", steps=STEPS, order=1, samples=1))
+    return Converted(net, settings, model_card(checkpoint, info, release, label, {**flags, **(
+        {} if label is None else {"class_label": label})}))
+
+
+def release_of(checkpoint: Path, releases: tuple[str, ...]) -> str | None:
+    """The release a file is: the one its name names among those its layout fits, else the only one it fits."""
+    if checkpoint.stem in releases:
+        return checkpoint.stem
+    return releases[0] if len(releases) == 1 else None
+
+
+def model_card(checkpoint: Path, info: ADMCheckpoint, release: str | None, label: int | None, flags: dict) -> str:
+    """MODEL_CARD.md of a converted checkpoint: source, licence and caveat, release, every constant and its source."""
+    cfg = info.config
+    fits = ", ".join(info.releases) or "none (layout read from the keys, hidden flags passed)"
+    named = f"`{release}`" + (" (its file name)" if release == checkpoint.stem else "") if release else (
+        "not decided by the keys; name the file after its release to record it")
+    command = " ".join(["shiftsr convert adm --checkpoint", checkpoint.name, "-o FOLDER",
+                        *(f"--flag {k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in flags.items())])
+    heads = (f"{cfg['num_head_channels']} channels per head" if cfg["num_head_channels"] > 0
+             else f"{cfg['num_heads']} heads")
+    rows = [
+        ("source", f"{SOURCE}; `{checkpoint.name}`"),
+        ("licence", LICENCE),
+        ("release", named),
+        ("layouts it fits", fits),
+        ("network", f"`ADMUNet` (unet.py UNetModel): {cfg['model_channels']} channels x {cfg['channel_mult']}, "
+                    f"{cfg['num_res_blocks']} ResBlocks per level, attention at downsample rates "
+                    f"{cfg['attention_resolutions']} with {heads}, new attention order "
+                    f"{cfg['use_new_attention_order']}, scale-shift norm {cfg['use_scale_shift_norm']}, "
+                    f"resblock up/down {cfg['resblock_updown']}; read from the keys and shapes, heads and order "
+                    "from the release's README MODEL_FLAGS or --flag"),
+        ("classes", "unconditional" if label is None else
+         f"class-conditional, class {label} folded into time_embed.2.bias (label_emb(y) is added after that Linear)"),
+        ("process", f"VP, get_named_beta_schedule('{info.noise_schedule}', 1000) (gaussian_diffusion.py; T = 1000 "
+                    "is diffusion_steps of every README MODEL_FLAGS)" + (
+                        ": betas linspace(1e-4, 0.02)" if info.noise_schedule == "linear" else
+                        ": betas 1 - abar(t+1)/abar(t), abar = cos((t/T + 0.008)/1.008 pi/2)^2, at most 0.999")),
+        ("prediction", "epsilon (predict_xstart False, script_util defaults)" + (
+            "; channels 3..5 are the learned variance (learn_sigma), dropped: DDIM reads epsilon only"
+            if info.learn_sigma else "")),
+        ("time input", "0-based index t - 1 (rescale_timesteps False, script_util defaults)"),
+        ("image range", "[-1, 1] on RGB pixels (image_datasets.py: x / 127.5 - 1); codec identity"),
+        ("clip_denoised", "x0 clamped to [-1, 1] at every step (image_sample.py default clip_denoised True)"),
+        ("multiple", f"{info.size_multiple}: sides are padded to a multiple of 2^(levels - 1)"),
+        ("training size", f"{info.image_size or 'unknown'} px; any multiple of {info.size_multiple} runs"),
+        ("scale", f"{NATIVE_SCALE}: the prior's native scale for the size rules; noise injection runs at any scale "
+                  "above 1, starting at the time the scale asks (Diff-SR Sec. 3.4 fractions of T)"),
+        ("sampler", f"noise-injection, {STEPS} DDIM steps ({STEPS_REASON})"),
+        ("dtypes", f"{', '.join(DTYPES)} ({DTYPE_MEASURE})"),
+        ("command", f"`{command}`"),
+    ]
+    lines = [f"# guided-diffusion ADM prior ({release or checkpoint.stem}), converted for shiftsr", "",
+             "An unconditional diffusion prior on RGB pixels for Diff-SR noise injection and BCSR "
+             "(`shiftsr upscale -m FOLDER -s SCALE`, `shiftsr search-bc -m FOLDER`).", "", "| | |", "|---|---|",
+             *(f"| {key} | {value} |" for key, value in rows), "",
+             "The guided-diffusion model card (model-card.md): the released models are intended for research "
+             "only, not for commercial deployment, nor for propaganda or offensive imagery; trained on ImageNet "
+             "or single LSUN classes, they can produce unrealistic faces and may reflect the datasets' biases.", ""]
+    return "\n".join(lines)

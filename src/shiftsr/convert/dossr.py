@@ -1,33 +1,50 @@
-"""DoSSR's released ControlLDM checkpoint (AMD-AIG-AIMA/DoSSR, LDM key names) converted into diffusers components.
+"""DoSSR's released ControlLDM checkpoint (AMD-AIG-AIMA/DoSSR, LDM key names) converted into a shiftsr bundle.
 
 The checkpoint is one Lightning `{'state_dict': ...}` of 2,377 tensors: the SD-2.1 UNet, the ControlNet, the VAE, a
 condition encoder of its own, the RRDB preprocessor, the OpenCLIP ViT-H/14 text tower and 15 schedule buffers. The
-prompt is fixed in the official sampler, so the text tower runs once here and only its output is kept.
+prompt is fixed in the official sampler, so the text tower runs once here and only its output is kept. The two
+released files share one architecture and one process; they differ in the preprocessor's weights (Real-ESRNet in
+dossr_default.ckpt, Real-ESRGAN in dossr_onestep.ckpt) and in the steps the README runs them with (5 and 1), which
+only the file name tells.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from diffusers import AutoencoderKL
 from diffusers.loaders.single_file_utils import (convert_controlnet_checkpoint, convert_ldm_unet_checkpoint,
                                                  convert_ldm_vae_checkpoint, create_unet_diffusers_config_from_ldm,
                                                  create_vae_diffusers_config_from_ldm)
 from torch import Tensor, nn
 
+from ..bundle import BundleSettings, SamplerDefaults, settings_for
+from ..denoisers.codecs import AutoencoderKLCodec
 from ..networks import RRDBNet
 from ..networks.dossr_ldm import DoSSRConditionEncoder, DoSSRControlLDM, OpenCLIPTextEncoder
-from ..processes import DomainShiftProcess, process_config
+from ..processes import DomainShiftProcess
+from . import Converted
 from .checkpoint import CheckpointError, describe_keys, load_strict, read_checkpoint
 
 SOURCE = "github.com/AMD-AIG-AIMA/DoSSR @ f637805 (model/cldm.py, model/shift_sampler.py, scripts/inference.py)"
-LICENCE = ("none stated: the DoSSR repository has no LICENSE file (its esrgan/ folder is Apache-2.0); the weights "
-           "are fine-tuned from Stable Diffusion 2.1 (CreativeML Open RAIL++-M) and Real-ESRNet x4plus (BSD-3-Clause)")
+LICENCE = ("none stated: the DoSSR repository has no LICENSE file (only its esrgan/ folder, ESRGAN's code, carries "
+           "Apache-2.0); the weights are fine-tuned from Stable Diffusion 2.1 (CreativeML Open RAIL++-M, whose use "
+           "restrictions pass on to derivatives) and Real-ESRNet / Real-ESRGAN x4plus (BSD-3-Clause)")
 PROMPT = "clean, high-resolution, 8k"  # SpacedSampler.shift_sample_3_order's positive prompt; cfg_scale 1
 # open_clip.tokenize([PROMPT]) (open-clip-torch 2.24): start 49406, the BPE ids, end 49407, then zeros to 77
 PROMPT_TOKENS = (49406, 3772, 267, 1400, 268, 9977, 267, 279, 330, 49407)
+# README.md: the released files and the --steps its commands run them with; any other name gets the first
+RELEASE_STEPS = {"dossr_default": 5, "dossr_onestep": 1}
+FLAGS = {"steps": "sampling steps (default: 5, or 1 for dossr_onestep.ckpt)",
+         "config": "an official model config (configs/model/cldm_v21.yaml layout, YAML or JSON) for other widths; "
+                   "a top-level text_config gives its OpenCLIP text tower (default ViT-H-14)"}
+SCALE = 4  # the RRDB preprocessor is x4
+# model/cldm.py ControlNet (SD-2.1 UNet encoder): 3 down-samplings of the /8 latent, so image sides are multiples of
+# 64 and LR sides (x4) of 16; the official script has no padding for the RRDB input, shiftsr reflect-pads the LR
+LR_MULTIPLE = 16
 # configs/model/cldm_v21.yaml, the parts that shape the weights (diffusers reads the LDM layout of this dict)
 UNET_PARAMS = dict(in_channels=4, model_channels=320, attention_resolutions=[4, 2, 1], num_res_blocks=2,
                    channel_mult=[1, 2, 4, 4], num_head_channels=64, use_spatial_transformer=True,
@@ -57,7 +74,7 @@ SCHEDULE_TOLERANCE = 1e-6  # float32 rounding of values in [0, 1]
 
 @dataclass
 class DoSSRConversion:
-    """The converted modules, how many official keys each took, the keys no official forward reads, and the facts."""
+    """The converted modules, how many official keys each took and the keys no official forward reads."""
 
     ldm: DoSSRControlLDM
     vae: AutoencoderKL
@@ -65,7 +82,37 @@ class DoSSRConversion:
     preprocessor: RRDBNet
     loaded: dict[str, int]
     unused: list[str]
-    facts: dict = field(default_factory=dict)
+
+
+def to_bundle(arch: str, checkpoint: Path, autoencoder: Path | None = None, **flags) -> Converted:
+    """The shiftsr bundle of a DoSSR checkpoint: the composite, its VAE codec, the condition encoder and the RRDB."""
+    unknown = sorted(set(flags) - set(FLAGS))
+    if unknown:
+        raise ValueError(f"--flag {unknown[0]}: not a {arch} flag; allowed: "
+                         + "; ".join(f"{k} ({v})" for k, v in FLAGS.items()))
+    if autoencoder is not None:
+        raise ValueError(f"{autoencoder}: {arch} takes no --autoencoder, its VAE is inside the checkpoint")
+    steps = flags.get("steps", RELEASE_STEPS.get(checkpoint.stem.lower(), RELEASE_STEPS["dossr_default"]))
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--flag steps: must be a whole number of at least 1, got {steps!r}")
+    configs = read_config(Path(flags["config"])) if "config" in flags else (CLDM_V21, VIT_H_14_TEXT)
+    conversion = read_dossr(checkpoint, original_config=configs[0], text_config=configs[1])
+    settings = bundle_settings(conversion.ldm, steps)
+    return Converted(net=conversion.ldm, settings=settings, card=model_card(conversion, checkpoint, settings, flags),
+                     codec=AutoencoderKLCodec(conversion.vae, sample=True),
+                     parts={"cond_encoder": conversion.cond_encoder, "preprocessor": conversion.preprocessor})
+
+
+def read_config(path: Path) -> tuple[dict, dict]:
+    """(original_config, text_config) of an official model config file; ValueError naming the file otherwise."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: not a readable YAML or JSON model config ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+        raise ValueError(f"{path}: not a DoSSR model config (no params mapping, as in configs/model/cldm_v21.yaml)")
+    text_config = data.pop("text_config", VIT_H_14_TEXT)
+    return {"model": data}, text_config
 
 
 def read_dossr(path: str | Path, *, original_config: dict = CLDM_V21,
@@ -111,7 +158,7 @@ def convert_dossr(state: Mapping[str, Tensor], path: str | Path, *, original_con
         ldm.text_context.copy_(text(tokens))
     unused = sorted(text_unused) + sorted(schedule)
     modules = (m.eval().requires_grad_(False) for m in (ldm, vae, cond_encoder, preprocessor))
-    return DoSSRConversion(*modules, loaded=loaded, unused=unused, facts=bundle_facts(params))
+    return DoSSRConversion(*modules, loaded=loaded, unused=unused)
 
 
 def split_parts(state: Mapping[str, Tensor], path) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor]]:
@@ -222,28 +269,94 @@ def check_schedule(buffers: Mapping[str, Tensor], path) -> None:
                                   "was trained with another beta or eta schedule")
 
 
-def bundle_facts(params: dict) -> dict:
-    """How the official code samples with these modules (model/shift_sampler.py, scripts/inference.py)."""
-    return {
-        "source": SOURCE,
-        "licence": LICENCE,
-        "process": process_config(dossr_process()),
-        "grid": "dossr_timesteps(process, steps, official=True): process times [500, 400, 300, 201, 101, 1] at 5 "
-                "steps, [500, 1] at 1; the chain ends at t = 1 (index 0, noisy) and that latent is decoded",
-        "network_time": "official 0-based index = process time - 1 (the network sees 499, 399, 299, 200, 100)",
-        "denoiser": "PredictionDenoiser(ldm, process=VPProcess(same betas), prediction_type='epsilon', "
-                    "timestep_fn=ddpm_index) with cond = c_latent; sample_dossr(process=domain shift, xh=xh, order=3)",
-        "prediction_type": "epsilon of the VP marginal: x0 = (x_t - sqrt(1 - abar) out) / sqrt(abar), i.e. "
-                           "PredictionDenoiser over VPProcess with the same betas, not over the domain-shift (a, b)",
-        "latent_scale_factor": params["scale_factor"],
-        "preprocessing": "RRDBNet x4 on the LR in [0, 1] (uint8 / 255), clamped to [0, 1]; that image p gives "
-                         "c_latent = cond_encoder(2 p - 1) (posterior mode) and xh = VAE posterior sample of 2 p - 1",
-        "draws": "posterior sample of xh (1 x 4 x H/8 x W/8), then the start noise, then one per step (same shape)",
-        "start": "x_t1 = sqrt(abar_500) xh + sqrt(1 - abar_500) eps",
-        "colour_fix": "wavelet (StableSR): high frequencies (5 levels, dilated 3x3 binomial blur, replicate pad) of "
-                      "(decode(x) + 1) / 2, low frequency of p",
-        "output": "clamp to [0, 1]; the official script then writes uint8 by truncation (x * 255).astype(uint8)",
-        "control_scale": 1.0,
-        "sampler": {"method": "dossr", "steps": 5, "order": 3},
-        "prompt": PROMPT,
-    }
+def bundle_settings(ldm: DoSSRControlLDM, steps: int) -> BundleSettings:
+    """How the official sampler runs these modules (model/shift_sampler.py shift_sample_3_order, inference.py)."""
+    return settings_for(ldm, dossr_process(), scale=SCALE, prediction_type="epsilon", prediction_path="vp",
+                        timestep="index", preprocessor="rrdb", condition="encoder",
+                        codec={"kind": "autoencoder_kl", "folder": "codec", "sample": True}, grid="official",
+                        color_fix="wavelet", lr_multiple=LR_MULTIPLE, dtypes=list(DTYPES),
+                        sampler=SamplerDefaults(method="dossr", steps=steps, order=3, samples=1))
+
+
+# (what, value, official source) for the model card; every setting of bundle_settings has its row
+CONSTANTS = (
+    ("betas", "scaled linear: linspace(sqrt 0.00085, sqrt 0.012, 1000)^2", "configs/model/cldm_v21.yaml "
+     "linear_start, linear_end, timesteps; ldm/modules/diffusionmodules/util.py make_beta_schedule('linear')"),
+    ("eta (shift) schedule", "trunc_12: (1 - cos(pi linspace(0.001, 0.999, 500))) / 2 for t = 1..500, then 1; "
+     "t1 = 500", "ldm/modules/diffusionmodules/util.py make_eta_schedule; model/shift_sampler.py make_schedule"),
+    ("time grid", "space_timesteps(500, steps + 1): process times [500, 400, 300, 201, 101, 1] at 5 steps, [500, 1] "
+     "at 1; the chain ends at t = 1 and that (slightly noisy) latent is decoded", "model/shift_sampler.py "
+     "make_schedule, space_timesteps"),
+    ("network time", "0-based index = process time - 1 (499, 399, 299, 200, 100 at 5 steps)",
+     "model/shift_sampler.py shift_sample_3_order (ts = time_range[i])"),
+    ("prediction", "eps of the VP marginal of the same betas: x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)",
+     "model/shift_sampler.py _predict_xstart_from_eps (sqrt_recip_alphas_cumprod of the spaced grid)"),
+    ("sampler", "DoS-SDE solver of order 3 (shift_sample_3_order), a Gaussian draw every step",
+     "model/shift_sampler.py shift_sample_3_order; scripts/inference.py process"),
+    ("latent scale", "0.18215", "configs/model/cldm_v21.yaml scale_factor"),
+    ("preprocessor", "RRDBNet x4 (64 features, 23 blocks, growth 32) on the LR in [0, 1] (uint8 / 255), clamped to "
+     "[0, 1]: the source image p", "configs/model/cldm_v21.yaml preprocess_config; scripts/inference.py process"),
+    ("condition", "c_latent = cond_encoder(2 p - 1), posterior mode x 0.18215 (an encoder of its own)",
+     "model/cldm.py ControlLDM.apply_condition_encoder"),
+    ("start", "xh = VAE posterior sample of 2 p - 1 (mean + std eps) x 0.18215; x_500 = sqrt(abar_500) xh + "
+     "sqrt(1 - abar_500) eps", "model/shift_sampler.py shift_sample_3_order; ldm/modules/distributions"),
+    ("draws", "posterior sample, start, one per step: steps + 2 Gaussian draws of the latent's shape",
+     "model/shift_sampler.py shift_sample_3_order"),
+    ("control scale", "1.0 on all 13 ControlNet outputs", "scripts/inference.py process (strength=1)"),
+    ("guidance", "none: cfg_scale 1, the negative prompt's context is computed and never used",
+     "scripts/inference.py process; model/shift_sampler.py predict_noise"),
+    ("colour fix", "wavelet (StableSR): 5 levels of dilated 3x3 binomial blurs; the sample's high frequencies on "
+     "p's low frequency", "scripts/inference.py --color_fix_type default; utils/image/align_color.py "
+     "wavelet_reconstruction"),
+    ("output", "clamped to [0, 1]; the official script then writes uint8 by truncation ((x * 255).astype(uint8)), "
+     "shiftsr rounds", "scripts/inference.py process"),
+    ("sizes", f"x{SCALE}; image sides must be multiples of 64 (LR of 16): shiftsr reflect-pads the LR to "
+     f"{LR_MULTIPLE} and crops, the official code needs such sizes", "model/cldm.py (SD-2.1 UNet, 3 down-samplings)"),
+    ("steps", "5 for dossr_default.ckpt (Real-ESRNet preprocessor), 1 for dossr_onestep.ckpt (Real-ESRGAN)",
+     "README.md, Inference"),
+)
+# measured on the reduced model of tests/test_official_dossr.py (CPU autocast): the network in bf16 moves the
+# 5-step output by at most DTYPE_ERROR; the codec, encoder and RRDB always run in fp32
+DTYPES = {"fp32": 0.0, "bf16": None}
+
+
+def model_card(conversion: DoSSRConversion, checkpoint: Path, settings: BundleSettings, flags: dict) -> str:
+    """MODEL_CARD.md: the source, the licence, every constant with its official source, the prompt and the keys."""
+    given = "".join(f" --flag {k}={v}" for k, v in flags.items())
+    rows = "\n".join(f"| {what} | {value} | {source} |" for what, value, source in CONSTANTS)
+    loaded = ", ".join(f"{name} {count}" for name, count in conversion.loaded.items())
+    return f"""# DoSSR ({checkpoint.name}), converted
+
+Source: {SOURCE}; Cui et al. 2024, Taming Diffusion Prior for Image Super-Resolution with Domain Shift SDEs
+(NeurIPS). Weights: the checkpoint {checkpoint.name}, read with torch.load(weights_only=True) and loaded strictly.
+
+Licence: {LICENCE}.
+
+Converted with `shiftsr convert dossr --checkpoint {checkpoint.name} -o FOLDER{given}`. It samples as the official
+`python scripts/inference.py --config configs/model/cldm_v21.yaml --ckpt {checkpoint.name} --steps
+{settings.sampler.steps} --sr_scale 4 --color_fix_type wavelet` does, draw for draw when given the same draws
+(`pipe.run(lr, samples=1, noise=[...])`); the default here is `shiftsr upscale IMAGE -m FOLDER` with
+{settings.sampler.steps} steps, order 3, one sample.
+
+## Prompt
+
+The official sampler always conditions on the prompt "{PROMPT}" (open_clip.tokenize: {list(PROMPT_TOKENS)}, then
+zeros to 77), encoded by the OpenCLIP ViT-H/14 text tower at its penultimate layer
+(ldm/modules/encoders/modules.py FrozenOpenCLIPEmbedder, layer="penultimate"). That context is computed once here
+and stored in the network as the buffer `text_context` ({tuple(conversion.ldm.text_context.shape)}); the text tower
+itself is not part of this folder.
+
+## Constants
+
+| what | value | official source |
+| --- | --- | --- |
+{rows}
+
+## Keys
+
+Official tensors loaded per part: {loaded} ({sum(conversion.loaded.values())} in all). Read by no official forward,
+and not kept ({len(conversion.unused)}): {describe_keys(conversion.unused, shown=len(conversion.unused))}.
+
+Folders: the composite (UNet + ControlNet + text context) at the top, `codec/` (the SD-2.1 VAE, diffusers
+AutoencoderKL), `cond_encoder/` (DoSSRConditionEncoder), `preprocessor/` (RRDBNet).
+"""

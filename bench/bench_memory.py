@@ -50,14 +50,13 @@ def measure_here(*, model: str, side: int, tile: int, overlap: int, steps: int, 
 
 
 def working_memory(function, device) -> int:
-    """Bytes one call of function adds at its peak: VmHWM over VmRSS on the CPU, allocator peak on CUDA."""
-    import torch
+    """Bytes one call of function adds at its peak: the allocator's peak on CUDA; on the CPU glibc's bytes in use
+    (shiftsr.memory.peak_bytes), else VmHWM over VmRSS (which misses memory the allocator keeps and reuses)."""
+    from shiftsr.memory import peak_bytes
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        function()
-        return torch.cuda.max_memory_allocated(device) - before
+    measured = peak_bytes(function, device)
+    if measured is not None:
+        return measured
     Path("/proc/self/clear_refs").write_text("5")
     before = status_bytes("VmRSS")
     function()
@@ -83,7 +82,7 @@ def parts_here(*, model: str, side: int, tile: int, overlap: int, steps: int, de
         calls = {
             "model space": lambda: pipe.encode(pipe.source_image(lr)),
             "network untiled": lambda: pipe.tiled(xh.shape, UNTILED, overlap)(xh, t, xh),
-            "network tiled": lambda: pipe.tiled(xh.shape, tile, overlap)(xh, t, xh),
+            "network tiled in memory": lambda: pipe.tiled(xh.shape, tile, overlap)(xh, t, xh),
             "sampler alone": lambda: row.sample(
                 lambda x, time, cond: xh.clone(), xh.clone(), ts, process=pipe.process, y=xh, cond=xh,
                 order=plan.order, generator=[torch.Generator().manual_seed(0)], callback=None),
@@ -100,6 +99,20 @@ def child(*, parts: bool = False, **options) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"memory child {' '.join(command[2:])} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def large(*, model: str = "default", side: int, tile: int, overlap: int, steps: int, device: str = "cpu",
+          threads: int = 1) -> list[str]:
+    """One tiled upscale of a large side (no untiled run: it would need many GiB), in a fresh process."""
+    import time
+
+    started = time.perf_counter()
+    row = child(model=model, side=side, tile=tile, overlap=overlap, steps=steps, device=device, threads=threads)
+    peak = row["cuda_peak"] if "cuda_peak" in row else row["peak"]
+    return [f"large: LR {side}x{side} -> {4 * side}x{4 * side}, tiled only (tile {tile}, overlap {overlap}), one sample, "
+            f"{steps} steps: peak {peak / (1 << 20):.0f} MiB, working {working(row) / (1 << 20):.0f} MiB "
+            f"({working(row) / row['out_pixels']:.1f} B/out px), {time.perf_counter() - started:.0f} s",
+            f"ratio large tiled peak / 2 GiB at {side} -> {4 * side}: {peak / (2 << 30):.2f}"]
 
 
 def working(row: dict) -> int:
@@ -120,7 +133,7 @@ def breakdown(*, model: str = "default", side: int, tile: int, overlap: int, ste
     """Lines naming what sets the peak: the parts' working memory on one image, measured in a fresh process."""
     parts = child(parts=True, model=model, side=side, tile=tile, overlap=overlap, steps=steps, device=device,
                   threads=threads)
-    return [f"parts at LR side {side} (working memory of each alone, one fresh process): "
+    return [f"parts of an untiled run at LR side {side} (working memory of each alone, glibc's bytes in use): "
             + ", ".join(f"{name} {value / (1 << 20):.0f} MiB" for name, value in parts.items())]
 
 

@@ -23,17 +23,20 @@ def synchronise(device: torch.device) -> None:
 
 @contextlib.contextmanager
 def network_stopwatch(pipe: ShiftSRPipeline) -> Iterator[list[float]]:
-    """Seconds spent inside pipe.net's forward calls, accumulated in [seconds, calls] through forward hooks."""
-    totals, started = [0.0, 0], []
+    """Seconds spent inside pipe.net's forward calls, accumulated in [wall seconds, calls, CPU seconds] through
+    forward hooks (CPU seconds: this process's, which other processes on a busy machine do not inflate)."""
+    totals, started = [0.0, 0, 0.0], []
 
     def before(module, args) -> None:
         synchronise(pipe.device)
-        started.append(time.perf_counter())
+        started.append((time.perf_counter(), time.process_time()))
 
     def after(module, args, output) -> None:
         synchronise(pipe.device)
-        totals[0] += time.perf_counter() - started.pop()
+        wall, cpu = started.pop()
+        totals[0] += time.perf_counter() - wall
         totals[1] += 1
+        totals[2] += time.process_time() - cpu
 
     handles = pipe.net.register_forward_pre_hook(before), pipe.net.register_forward_hook(after)
     try:
@@ -43,44 +46,54 @@ def network_stopwatch(pipe: ShiftSRPipeline) -> Iterator[list[float]]:
             handle.remove()
 
 
-def timed(function: Callable, device: torch.device) -> tuple[float, object]:
-    """(seconds, result) of one call, GPU work included."""
+def timed(function: Callable, device: torch.device, clock: Callable[[], float] = time.perf_counter
+          ) -> tuple[float, object]:
+    """(seconds, result) of one call, GPU work included; clock time.process_time counts CPU seconds."""
     synchronise(device)
-    started = time.perf_counter()
+    started = clock()
     result = function()
     synchronise(device)
-    return time.perf_counter() - started, result
+    return clock() - started, result
 
 
-def codec_seconds(pipe: ShiftSRPipeline, image: torch.Tensor, *, scale: float, samples: int) -> float:
+def codec_seconds(pipe: ShiftSRPipeline, image: torch.Tensor, *, scale: float, samples: int,
+                  clock: Callable[[], float] = time.perf_counter) -> float:
     """The image side of one upscale, run alone: the LR to the source image, its encoding, `samples` decodings
     and the final MATLAB resize (each through the pipeline's public parts)."""
     device = pipe.device
     lr = image.to(device)
     with torch.no_grad():
-        source, canvas = timed(lambda: pipe.source_image(lr), device)
-        encode, latent = timed(lambda: pipe.encode(canvas), device)
-        decode, decoded = timed(lambda: pipe.decode(latent), device)
+        source, canvas = timed(lambda: pipe.source_image(lr), device, clock)
+        encode, latent = timed(lambda: pipe.encode(canvas), device, clock)
+        decode, decoded = timed(lambda: pipe.decode(latent), device, clock)
         plan = pipe.plan(tuple(lr.shape[-2:]), scale=scale)
-        resize, _ = timed(lambda: pipe.finish(decoded.clamp(0, 1).cpu(), plan), device)
+        resize, _ = timed(lambda: pipe.finish(decoded.clamp(0, 1).cpu(), plan), device, clock)
     return source + encode + samples * decode + resize
 
 
 def time_upscale(pipe: ShiftSRPipeline, image: torch.Tensor, *, scale: float, runs: int, **sampler) -> dict:
-    """Medians over `runs` timed calls after one warm-up: seconds per image, network, codec, sampler overhead."""
-    totals, nets = [], []
+    """Medians over `runs` timed calls after one warm-up: seconds per image, network, codec, sampler overhead;
+    the overhead in wall time and in this process's CPU time (on the CPU with one thread, the same work)."""
+    totals, nets, cpu_totals, cpu_nets = [], [], [], []
     samples = pipe.sampler_settings(**sampler)["samples"]
     with network_stopwatch(pipe) as network:
         pipe(image, scale=scale, **sampler)
         for _ in range(runs):
-            network[:] = [0.0, 0]
+            network[:] = [0.0, 0, 0.0]
+            started = time.process_time()
             seconds, _ = timed(lambda: pipe(image, scale=scale, **sampler), pipe.device)
+            cpu_totals.append(time.process_time() - started)
             totals.append(seconds)
             nets.append(network[0])
+            cpu_nets.append(network[2])
     codec = statistics.median(codec_seconds(pipe, image, scale=scale, samples=samples) for _ in range(runs))
+    cpu_codec = statistics.median(codec_seconds(pipe, image, scale=scale, samples=samples, clock=time.process_time)
+                                  for _ in range(runs))
     overheads = [(total - net - codec) / net for total, net in zip(totals, nets)]
+    cpu_overheads = [(total - net - cpu_codec) / net for total, net in zip(cpu_totals, cpu_nets)]
     return {"seconds": statistics.median(totals), "network": statistics.median(nets), "codec": codec,
-            "network_calls": network[1], "overhead": statistics.median(overheads)}
+            "network_calls": network[1], "overhead": statistics.median(overheads),
+            "cpu_overhead": statistics.median(cpu_overheads)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -118,7 +131,8 @@ def main() -> None:
     print(f"seconds per image        {result['seconds']:.3f}")
     print(f"network                  {result['network']:.3f}  ({result['network_calls']} calls)")
     print(f"encode + decode + resize {result['codec']:.3f}")
-    print(f"sampler overhead         {result['overhead']:.1%} of network time")
+    print(f"sampler overhead         {result['overhead']:.1%} of network time "
+          f"({result['cpu_overhead']:.1%} in CPU time)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Every benchmark ratio in one run: sampler overhead, shiftsr vs Real-ESRGAN x4plus speed, tiled vs untiled memory.
+"""Every benchmark ratio in one run: sampler overhead, shiftsr vs Real-ESRGAN x4plus speed, tiled vs untiled memory,
+network backends.
 
 Run `python bench/run_all.py [--threads 1] [--device cpu] [--markdown docs/bench.md [--overwrite] --note "..."]`.
 --markdown writes the command, the machine and the printed output to a Markdown file (atomically).
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+import bench_backends
 import bench_memory
 import bench_speed
 import bench_upscale
@@ -31,7 +33,8 @@ def overhead_lines(*, size: int, runs: int, device: str) -> tuple[list[str], flo
              f"{sampler['samples']} samples, {size}x{size} -> {4 * size}x{4 * size}, median of {runs} runs",
              f"seconds per image {result['seconds']:.3f}, network {result['network']:.3f} "
              f"({result['network_calls']} calls), encode + decode + resize {result['codec']:.3f}",
-             f"ratio sampler overhead / network time: {result['overhead']:.1%}"]
+             f"ratio sampler overhead / network time: {result['overhead']:.1%} "
+             f"(CPU time: {result['cpu_overhead']:.1%})"]
     return lines, result["overhead"]
 
 
@@ -48,9 +51,12 @@ READING = {
     "codec's/resize's, over the network's: the cost of the sampler's own arithmetic and noise.",
     "2. Seconds per image: shiftsr vs Real-ESRGAN x4plus": "The same random 128x128 image, upscaled x4 by each; "
     "NFE = network evaluations per image (the default model averages several samples).",
-    "3. Peak memory, untiled vs tiled": "Tiling only shrinks the network's activations; the sampler keeps "
-    "full-image tensors (state, prediction history, noise, temporaries). When 'sampler alone' in the parts line "
-    "exceeds 'network untiled', the sampler sets the peak and tiling cannot lower it much.",
+    "3. Peak memory, untiled vs tiled": "A tiled run streams: the sampler's state, history, condition and noise "
+    "live in temporary files (page cache, not resident memory) and every step runs tile by tile, so what stays in "
+    "memory is the output image (12 bytes per output pixel in float32) and a few image-wide bands. The parts line "
+    "is the working memory of each part of an untiled run alone (glibc's bytes in use at the peak).",
+    "4. Network backends on the CPU": "The same network call under each backend, and how far each moves the "
+    "result from eager fp32; torch.compile's 'first s' is its compilation.",
 }
 
 
@@ -79,6 +85,8 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=128, help="memory: tile in model-space pixels (default: 128)")
     parser.add_argument("--overlap", type=int, default=16, help="memory: tile overlap (default: 16)")
     parser.add_argument("--steps", type=int, default=5, help="memory: sampler steps, one sample (default: 5)")
+    parser.add_argument("--large", type=int, default=2048, help="memory: an LR side run tiled only (0: none)")
+    parser.add_argument("--no-compile", action="store_true", help="backends: leave torch.compile out")
     parser.add_argument("--markdown", type=Path, help="also write the results to this Markdown file")
     parser.add_argument("--note", default="", help="a paragraph for the Markdown file (e.g. the machine's load)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --markdown file")
@@ -100,8 +108,13 @@ def main() -> None:
                                 device=args.device, threads=args.threads)
     parts = bench_memory.breakdown(side=max(args.sides), tile=args.tile, overlap=args.overlap, steps=args.steps,
                                    device=args.device, threads=args.threads)
+    big = [] if not args.large else bench_memory.large(side=args.large, tile=args.tile, overlap=args.overlap,
+                                                       steps=args.steps, device=args.device, threads=args.threads)
     show("3. Peak memory, untiled vs tiled",
-         bench_memory.report(memory, tile=args.tile, overlap=args.overlap, steps=args.steps) + parts)
+         bench_memory.report(memory, tile=args.tile, overlap=args.overlap, steps=args.steps) + parts + big)
+    if args.device == "cpu":
+        rows = bench_backends.compare(side=args.size, runs=max(3, args.runs), compile_network=not args.no_compile)
+        show("4. Network backends on the CPU", bench_backends.report(rows, side=args.size))
     show("Ratios", [line for title in list(sections) for line in sections[title] if line.startswith("ratio")])
     if args.markdown:
         threads = os.environ.get("OMP_NUM_THREADS")

@@ -142,8 +142,8 @@ def test_two_inputs_with_one_output_name_are_an_error(tiny_model, tmp_path):
     save_png(tmp_path / "a.png"), save_png(tmp_path / "sub" / "a.png", seed=1)
     result = upscale(tiny_model, tmp_path / "a.png", tmp_path / "sub" / "a.png", "-o", tmp_path / "out", "--overwrite")
     assert result.exit_code == 1
-    assert error_lines(result) == [f"shiftsr: error: {tmp_path / 'out' / 'a_out.png'}: is also the output of an "
-                                   "earlier input; rename one of them"]
+    assert error_lines(result) == [f"shiftsr: error: {tmp_path / 'sub' / 'a.png'}: its output "
+                                   f"{tmp_path / 'out' / 'a_out.png'} is also an earlier input's; rename one of them"]
     assert upscale(tiny_model, tmp_path / "a.png", "-o", tmp_path / "first").exit_code == 0
     assert np.array_equal(pixels(tmp_path / "out" / "a_out.png"), pixels(tmp_path / "first" / "a_out.png"))
 

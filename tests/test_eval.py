@@ -216,7 +216,7 @@ def test_usage_errors_name_the_problem(tmp_path, tiny_model):
         (["--methods", "perceptual:dossr"], "a preset fixes its method"),
         (["--steps", "1,x"], "'x' is not a whole number"),
         (["--orders", "0"], "0 is below 1"),
-        (["--metrics", "psnr,niqe"], "unknown metric 'niqe'"),
+        (["--metrics", "psnr,lanczos"], "unknown metric 'lanczos'"),
         (["--crop", "1,2"], "expected X,Y,SIZE"),
     ]
     for args, message in cases:

@@ -80,8 +80,9 @@ def test_families_and_their_methods():
     assert methods_for("dossr") == ("dossr", "dossr-ode", "dpmpp-2m", "dossr-no-dosg")
     assert methods_for("sr3") == ("ddim", "ddpm", "dpmpp-2m", "dossr-no-dosg")
     assert methods_for("prior") == ("noise-injection",)
+    assert methods_for("regressor") == ("regression",)  # a bundle without diffusion network (realesrgan-x4plus)
     # every name is in the table once, and every row runs on at least one family
-    assert sorted({n for f in PROCESSES for n in methods_for(f)}) == sorted(METHODS)
+    assert sorted({n for f in [*PROCESSES, "regressor"] for n in methods_for(f)}) == sorted(METHODS)
 
 
 def test_unknown_method_and_an_order_a_method_cannot_honour_are_errors():

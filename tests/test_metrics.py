@@ -122,11 +122,11 @@ def test_bad_arguments_are_rejected():
 # Registry ------------------------------------------------------------------------------------------------------
 
 def test_registry_names_and_metadata():
-    assert available() == ["psnr", "ssim", "stlpips-alex", "stlpips-vgg", "fid"]
+    assert available() == ["psnr", "ssim", "stlpips-alex", "stlpips-vgg", "fid", "niqe"]
     assert aliases() == {"stlpips": "stlpips-alex"}
     expected = {  # name: (full_reference, lower_is_better, per_image)
         "psnr": (True, False, True), "ssim": (True, False, True), "stlpips-alex": (True, True, True),
-        "stlpips-vgg": (True, True, True), "fid": (True, True, False),
+        "stlpips-vgg": (True, True, True), "fid": (True, True, False), "niqe": (False, True, True),
     }
     for name, flags in expected.items():
         info = metric_info(name)
@@ -287,8 +287,8 @@ def test_cli_usage_errors(folders):
     runner = CliRunner()
     result = runner.invoke(metrics_command, ["-t", str(sr_dir), "-m", "psnr"])
     assert result.exit_code == 2 and "psnr need reference images" in result.output
-    result = runner.invoke(metrics_command, ["-t", str(sr_dir), "-r", str(hr_dir), "-m", "psnr,niqe"])
-    assert result.exit_code == 2 and "unknown metric 'niqe'" in result.output
+    result = runner.invoke(metrics_command, ["-t", str(sr_dir), "-r", str(hr_dir), "-m", "psnr,brisque"])
+    assert result.exit_code == 2 and "unknown metric 'brisque'" in result.output
     result = runner.invoke(metrics_command, ["-t", str(sr_dir), "-r", str(hr_dir), "--device", "tpu"])
     assert result.exit_code == 2 and "--device" in result.output
 

@@ -1,4 +1,5 @@
-"""ResShift / SinSR: the released layouts load strictly, and networks and samplers reproduce the official code.
+"""ResShift / SinSR: the released layouts load strictly, the networks reproduce the official ones, and a bundle made
+by `shiftsr convert` from files in the official layouts reproduces the official samplers through shiftsr.load().
 
 Fixtures: tests/fixtures/official/resshift/, written by scripts/official_fixtures/resshift/record.py from
 zsyOAOA/ResShift and wyf0912/SinSR (reduced widths, re-drawn weights, every Gaussian draw of each run).
@@ -13,18 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
 from safetensors.torch import load_file
 
+import shiftsr
+from shiftsr.bundle import read_settings
+from shiftsr.cli import main
 from shiftsr.convert.checkpoint import CheckpointError, load_strict
-from shiftsr.convert.resshift import (infer_unet_config, infer_vq_config, load_resshift_unet, load_unet_state,
-                                      load_vq_f4, variant_facts, variant_from_name)
-from shiftsr.denoisers import PredictionDenoiser, ddpm_index
+from shiftsr.convert.resshift import VARIANTS, infer_unet_config, infer_vq_config, load_unet_state, variant_from_name
 from shiftsr.networks.resshift_unet import ResShiftUNet, shift_mask
 from shiftsr.networks.vq_f4 import VQF4Autoencoder
-from shiftsr.processes import ResShiftProcess
-from shiftsr.processes.start import start_state
-from shiftsr.samplers import sample_resshift
-from shiftsr.samplers.common import Draws, randn_like
+from shiftsr.processes import build_process
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "official" / "resshift"
@@ -45,9 +46,10 @@ def _record_module():
 redraw = _record_module().redraw
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """The recording ran on one thread; float32 kernels with more threads reorder sums (about 1e-6)."""
+    """The recording ran on one thread; float32 kernels with more threads reorder sums (about 1e-6). Module-wide,
+    so the module's fixtures (weights, conversions) run on it too."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -149,23 +151,6 @@ def test_vq_checkpoint_errors_name_the_key():
         load_strict(vq, state, "vq.pth")
 
 
-def test_official_files_load_from_disk(net, vq, tmp_path):
-    """A reduced checkpoint in the official layout (with the unused attn_mask buffers) round-trips through .pth."""
-    state = net.state_dict()
-    for name in net.shifted_blocks():  # the official buffer: the mask of the size the layer was built for
-        block, size = net.get_submodule(name), net.get_submodule(name.rsplit(".blocks.", 1)[0]).resolution
-        state[f"{name}.attn_mask"] = shift_mask(size, size, block.window, block.shift)
-    torch.save({"state_dict": state}, tmp_path / "resshift_realsrx4_s4_v3.pth")
-    torch.save(vq.state_dict(), tmp_path / "autoencoder_vq_f4.pth")
-    loaded, loaded_vq = load_resshift_unet(tmp_path / "resshift_realsrx4_s4_v3.pth"), load_vq_f4(
-        tmp_path / "autoencoder_vq_f4.pth")
-    assert _plain(loaded.config) == CONFIG["unet"] and _plain(loaded_vq.config) == CONFIG["vq"]
-    assert variant_from_name(tmp_path / "resshift_realsrx4_s4_v3.pth") == "resshift-v3"
-    x, t, lq = NETWORK["unet_x"].float(), NETWORK["unet_t"], NETWORK["unet_lq"].float()
-    with torch.no_grad():
-        assert torch.equal(loaded(x, t, lq), net(x, t, lq))
-
-
 # 2. networks against the official ones -------------------------------------------------------------------------
 
 
@@ -200,57 +185,185 @@ def test_save_pretrained_round_trip(net, vq, tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), again.state_dict().values()))
 
 
-# 3. the official samplers replayed with shiftsr's process, denoiser and sampler --------------------------------
+# 3. `shiftsr convert` on files in the official layouts, then the bundle against the official samplers ----------
 
 
-@pytest.mark.parametrize("run", RUN_VARIANTS)
-def test_eta_schedule_and_process_facts_match_official(run):
-    recorded, facts = CONFIG["runs"][run], variant_facts(RUN_VARIANTS[run])
-    process = ResShiftProcess(**facts["process"])
+def official_unet_state(net: ResShiftUNet) -> dict[str, torch.Tensor]:
+    """net's state dict as an official UNetModelSwin file holds it: with each shifted block's attn_mask buffer."""
+    state = net.state_dict()
+    for name in net.shifted_blocks():  # the official buffer: the mask of the size the layer was built for
+        block, size = net.get_submodule(name), net.get_submodule(name.rsplit(".blocks.", 1)[0]).resolution
+        state[f"{name}.attn_mask"] = shift_mask(size, size, block.window, block.shift)
+    return state
+
+
+def convert(arch: str, checkpoint: Path, autoencoder: Path | None, output: Path):
+    args = ["convert", arch, "--checkpoint", str(checkpoint), "-o", str(output)]
+    return CliRunner().invoke(main, args + ([] if autoencoder is None else ["--autoencoder", str(autoencoder)]))
+
+
+@pytest.fixture(scope="module")
+def official_files(sampler_net, vq, tmp_path_factory) -> dict[str, Path]:
+    """The sampler runs' reduced weights saved as the released files are: plain state dicts in .pth files."""
+    folder = tmp_path_factory.mktemp("official")
+    files = {"autoencoder": folder / "autoencoder_vq_f4.pth"}
+    torch.save(vq.state_dict(), files["autoencoder"])
+    state = official_unet_state(sampler_net)
+    for arch in RUN_VARIANTS.values():
+        files[arch] = folder / VARIANTS[arch].files[0]
+        torch.save(state, files[arch])
+    return files
+
+
+@pytest.fixture(scope="module")
+def bundles(official_files, tmp_path_factory) -> dict[str, Path]:
+    """`shiftsr convert ARCH --checkpoint ... --autoencoder ... -o FOLDER` for each recorded variant."""
+    root = tmp_path_factory.mktemp("bundles")
+    folders = {}
+    for arch in RUN_VARIANTS.values():
+        result = convert(arch, official_files[arch], official_files["autoencoder"], root / arch)
+        assert result.exit_code == 0, result.output
+        folders[arch] = root / arch
+    return folders
+
+
+def recorded_run(run: str) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
+    """(LR in [0, 1], the official draws in call order, the recording) of one official sampler run."""
+    tensors = load_file(FIXTURES / f"{run}.safetensors")
+    draws = [tensors[f"draw_{i:02d}"].float() for i in range(len(CONFIG["runs"][run]["draw_shapes"]))]
+    return tensors["lr"].float() / 255, draws, tensors
+
+
+@pytest.mark.parametrize("arch, run", [("resshift-v1", "resshift_v1"), ("resshift-v2", "resshift_v1"),
+                                       ("resshift-v3", "resshift_v3"), ("resshift-bicsr", "resshift_v3"),
+                                       ("sinsr", "sinsr")])
+def test_process_equals_the_official_eta_table(arch, run):
+    recorded, variant = CONFIG["runs"][run], VARIANTS[arch]
+    process = build_process(variant.process)
     assert torch.allclose(process.etas[1:], torch.tensor(recorded["etas"], dtype=torch.float64), rtol=1e-12, atol=0)
     assert (recorded["kappa"], recorded["scale_factor"], recorded["sf"], recorded["num_timesteps"]) == (
-        facts["kappa"], facts["scale_factor"], facts["sf"], facts["num_steps"])
+        variant.process["kappa"], 1.0, 4, variant.num_steps)
     assert recorded["normalize_input"] and recorded["latent_flag"]
 
 
-def replay(run: str, net: ResShiftUNet, vq: VQF4Autoencoder) -> tuple[torch.Tensor, torch.Tensor, list, Draws]:
-    """The official sample_func for one LR image through our modules and the recorded draws."""
-    recorded, tensors = CONFIG["runs"][run], load_file(FIXTURES / f"{run}.safetensors")
-    facts = variant_facts(RUN_VARIANTS[run])
-    process = ResShiftProcess(**facts["process"])
-    draws = Draws([tensors[f"draw_{i:02d}"].float() for i in range(len(recorded["draw_shapes"]))])
-    # 1. LR in [-1, 1], reflect-padded to the network's multiple (the official lq_size), x4 bicubic, encoded
-    y0 = tensors["lr"].float() / 255 * 2 - 1
-    height, width = y0.shape[-2:]
-    m = net.size_multiple
-    y0 = F.pad(y0, (0, -width % m, 0, -height % m), mode="reflect")
-    times = []
+def test_converted_bundle_holds_the_official_settings_and_weights(bundles, official_files, sampler_net, vq):
+    folder = bundles["resshift-v3"]
+    settings = read_settings(folder)
+    assert settings.process == {"kind": "resshift", "num_steps": 4, "kappa": 2.0, "power": 0.3,
+                                "variant": "official", "min_noise_level": 0.2}
+    assert (settings.network, settings.prediction_type, settings.timestep, settings.input_scale) == (
+        "ResShiftUNet", "sample", "index", "resshift")
+    assert (settings.preprocessor, settings.condition, settings.codec, settings.lr_multiple, settings.scale) == (
+        "torch_bicubic", "lr", {"kind": "vq_f4", "folder": "codec"}, CONFIG["pad"], 4)
+    assert (settings.sampler.method, settings.sampler.steps, settings.sampler.samples) == ("resshift", 4, 1)
+    assert [read_settings(bundles[arch]).sampler.steps for arch in ("sinsr", "resshift-v1")] == [1, 15]
+    pipe = shiftsr.load(folder, device="cpu")
+    assert _plain(pipe.net.config) == CONFIG["unet"] and _plain(pipe.codec.vq.config) == CONFIG["vq"]
+    for ours, theirs in ((pipe.net, sampler_net), (pipe.codec.vq, vq)):
+        assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "S-Lab License 1.0" in card and "realsr_swinunet_realesrgan256_journal.yaml:63" in card
+    assert "shiftsr convert resshift-v3 --checkpoint resshift_realsrx4_s4_v3.pth" in card
+    assert "CC BY-NC-SA 4.0" in (bundles["sinsr"] / "MODEL_CARD.md").read_text()
 
-    def network(x, t, lq):
-        times.append(t.tolist())
-        return net(x, t, lq)
 
-    with torch.no_grad():
-        z_y = vq.encode(F.interpolate(y0, scale_factor=facts["sf"], mode="bicubic")) * facts["scale_factor"]
-        # 2. the prior sample x_T = z_y + kappa sqrt(eta_T) eps, then T steps (SinSR: one, from T straight to 0)
-        x = start_state(process, z_y, z_y, process.t_max, randn_like(z_y, draws))
-        denoiser = PredictionDenoiser(network, process=process, prediction_type="sample", timestep_fn=ddpm_index,
-                                      input_scale_fn=process.input_scale)
-        T = int(process.t_max)
-        ts = list(range(T, -1, -1)) if facts["sampling_steps"] == T else [T, 0]
-        z0 = sample_resshift(denoiser, x, ts, process=process, cond=y0, generator=draws)
-        # 3. decoded through the codebook, cropped to 4x the LR, clamped, to [0, 1]
-        image = vq.decode(z0 / facts["scale_factor"])[..., :4 * height, :4 * width].clamp(-1, 1) * 0.5 + 0.5
-    return z0 / facts["scale_factor"], image, times, draws
+def probed_run(pipe, lr: torch.Tensor, **settings):
+    """pipe.run(lr, **settings), the time index of every network call and the latent the decoder quantises."""
+    times, latents = [], []
+    hooks = [pipe.net.register_forward_pre_hook(lambda m, args: times.append(args[1].tolist())),
+             pipe.codec.vq.quantize.register_forward_pre_hook(lambda m, args: latents.append(args[0]))]
+    try:
+        result = pipe.run(lr, **settings)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return result, times, latents[-1]
 
 
 @pytest.mark.parametrize("run", RUN_VARIANTS)
-def test_official_inference_replayed(sampler_net, vq, run):
-    z_final, image, times, draws = replay(run, sampler_net, vq)
-    recorded = load_file(FIXTURES / f"{run}.safetensors")
+def test_converted_bundle_reproduces_the_official_sampler(bundles, run):
+    """shiftsr.load(FOLDER).run(lr, noise=draws), the bundle's defaults: the official image, step times and latent."""
+    lr, draws, recorded = recorded_run(run)
+    pipe = shiftsr.load(bundles[RUN_VARIANTS[run]], device="cpu")
+    result, times, latent = probed_run(pipe, lr, samples=1, noise=draws)
     official = recorded["image"].float() / 65535  # stored to 7.6e-6
-    assert draws.used == len(draws.tensors)  # every official draw consumed, in order, shapes checked by Draws
     assert [[int(t) for t in step] for step in times] == CONFIG["runs"][run]["timesteps"]
-    assert (z_final - recorded["z_final"]).abs().max() < 1e-4
-    assert image.shape == official.shape
-    assert (image - official).abs().max() < 1e-4
+    assert result.record["nfe"] == len(times) == pipe.settings.sampler.steps
+    assert (latent - recorded["z_final"]).abs().max() < 1e-4
+    assert result.image.shape == official.shape
+    assert (result.image - official).abs().max() < 1e-4
+
+
+def test_bf16_listed_in_the_bundle_stays_near_the_official_latent(bundles):
+    """bf16 autocast of the UNet (the card lists it): measured 0.027 max, 0.0047 mean from the official latent."""
+    lr, draws, recorded = recorded_run("sinsr")
+    pipe = shiftsr.load(bundles["sinsr"], device="cpu", dtype=torch.bfloat16)
+    _, _, latent = probed_run(pipe, lr, samples=1, noise=draws)
+    error = (latent - recorded["z_final"]).abs()
+    assert "bf16" in pipe.settings.dtypes and error.max() < 0.1 and 1e-4 < error.mean() < 0.02
+
+
+def test_upscale_cli_runs_a_converted_bundle(bundles, tmp_path):
+    lr, _, _ = recorded_run("resshift_v3")
+    Image.fromarray((lr[0, :, :32, :24].permute(1, 2, 0) * 255).round().byte().numpy()).save(tmp_path / "lr.png")
+    result = CliRunner().invoke(main, ["upscale", str(tmp_path / "lr.png"), "-m", str(bundles["resshift-v3"]),
+                                       "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert (record["nfe"], record["steps"], record["method"]) == (4, 4, "resshift")
+    assert record["size"] == [96, 128] and Image.open(tmp_path / "out" / "lr_out.png").size == (96, 128)
+
+
+def test_tiled_stays_close_to_untiled_and_any_scale_has_its_size(bundles):
+    lr, _, _ = recorded_run("sinsr")
+    pipe = shiftsr.load(bundles["sinsr"], device="cpu")
+    whole, _, z_whole = probed_run(pipe, lr, seed=3)
+    _, _, z_other = probed_run(pipe, lr, seed=4)
+    tiled, calls, z_tiled = probed_run(pipe, lr, seed=3, tile=32, tile_overlap=16)  # latent 32 x 64: three tiles
+    assert len(calls) == 3 and tiled.image.shape == whole.image.shape == (1, 3, 96, 160)
+    # tiles see less context (measured: 5% of the change another seed makes), so the latent moves, but little
+    assert 0 < (z_tiled - z_whole).abs().mean() < 0.1 * (z_other - z_whole).abs().mean()
+    assert pipe.run(lr, seed=3, scale=2.5).image.shape == (1, 3, 60, 100)
+
+
+class RunsCode:
+    """Pickles as a call of print: torch.load(weights_only=True) must refuse it before anything runs."""
+
+    def __reduce__(self):
+        return print, ("a checkpoint ran code",)
+
+
+@pytest.mark.parametrize("part, change, message", [
+    ("unet", "missing", "missing middle_block.1.blocks.0.attn.qkv.bias"),
+    ("unet", "prefix", "unexpected ema.output_blocks.3.0.out_layers.3.weight"),
+    ("unet", "shape", "wrong shape output_blocks.3.0.out_layers.3.weight"),
+    ("unet", "code", "refused: unpickling it would call print"),
+    ("autoencoder", "missing", "missing decoder.up.1.upsample.conv.bias"),
+    ("autoencoder", "absent", "needs --autoencoder"),
+])
+def test_convert_refuses_a_bad_checkpoint_in_one_line(official_files, tmp_path, part, change, message):
+    path = tmp_path / ("resshift_realsrx4_s4_v3.pth" if part == "unet" else "autoencoder_vq_f4.pth")
+    state = torch.load(official_files["resshift-v3" if part == "unet" else "autoencoder"], weights_only=True)
+    key = message.split()[-1]
+    if change == "missing":
+        del state[key]
+    elif change == "prefix":
+        state[key] = state.pop(key.removeprefix("ema."))
+    elif change == "shape":
+        state[key] = state[key][:, :1]
+    torch.save(RunsCode() if change == "code" else state, path)
+    files = {"unet": official_files["resshift-v3"], "autoencoder": official_files["autoencoder"], part: path}
+    result = convert("resshift-v3", files["unet"], None if change == "absent" else files["autoencoder"],
+                     tmp_path / "bundle")
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
+    assert change == "absent" or str(path) in lines[0]
+    assert "ran code" not in result.output and not (tmp_path / "bundle").exists()
+    assert not list(tmp_path.glob(".bundle*"))
+
+
+def test_convert_refuses_a_release_named_for_another_variant(official_files, tmp_path):
+    result = convert("resshift-v1", official_files["resshift-v3"], official_files["autoencoder"], tmp_path / "b")
+    assert variant_from_name("weights/SinSR_v2.pth") == "sinsr" and variant_from_name("mine.pth") is None
+    assert result.exit_code == 2 and "the released resshift-v3, not resshift-v1" in result.stderr
+    assert not (tmp_path / "b").exists()

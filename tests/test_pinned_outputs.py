@@ -27,7 +27,9 @@ CASES = [
     ("default-tiled", "default", {"tile": 8, "tile_overlap": 2, "samples": 2}),
     ("fidelity", "fidelity", {}),
     ("perceptual", "perceptual", {}),
-    ("realworld", "realworld", {}),
+    ("realworld", "realworld", {}),  # realworld-x4 ships with the wavelet colour fix
+    ("realworld-no-fix", "realworld", {"color_fix": "none"}),
+    ("realesrgan-x4plus", "realesrgan-x4plus", {}),
     ("prior-x4", "prior-x4", {}),
     ("prior-x1.5", "prior-x4", {"scale": 1.5}),
     ("prior-x2", "prior-x4", {"scale": 2.0}),

@@ -306,3 +306,25 @@ def test_a_latent_recipe_names_a_bad_codec(tmp_path, tiny_model):
         train(cfg.updated({"model": {"codec": str(ae)}}))
     with pytest.raises(ConfigError, match="data.scale: an autoencoder down-samples by a power of two"):
         TrainConfig().updated({"model": {"kind": "autoencoder"}, "data": {"scale": 3, "patch": 96, "val_patch": 96}})
+
+
+def test_identity_init_validates_on_degraded_crops_and_keeps_the_best_model(tmp_path):
+    """model.identity_init zeroes the output conv of the model it starts from; data.val_degradation degrades the
+    held-out crops; run.keep_best keeps the EMA model of the lowest ST-LPIPS, the step-0 model a candidate."""
+    source = train(tiny_config(tmp_path, iterations=2, output="source"))
+    cfg = tiny_config(tmp_path, iterations=4, model={"init_from": str(source), "identity_init": True},
+                      data={"val_degradation": "resshift-test"}, run={"keep_best": "val_stlpips"})
+    assert load_bundle(source)[0].conv_out.weight.abs().max() > 0
+    assert build_network(cfg, 48).conv_out.weight.abs().max() == 0 == build_network(cfg, 48).conv_out.bias.abs().max()
+    train(cfg)
+    run = tmp_path / "run"
+    values = records(run, "val")
+    assert [r["step"] for r in values] == [0, 2, 4] and all(r["val_stlpips"] > 0 for r in values)
+    kept = json.loads((run / "best" / "validation.json").read_text())
+    assert kept["val_stlpips"] == min(r["val_stlpips"] for r in values)
+    assert records(run, "best")[0]["step"] == 0 and records(run, "best")[-1]["step"] == kept["step"]
+    assert load(run / "best", device="cpu").scale == 4
+    with pytest.raises(ConfigError, match="run.keep_best"):
+        tiny_config(tmp_path, 1, data={"val_images": 0}, run={"keep_best": "val_psnr_y"}).check()
+    with pytest.raises(ConfigError, match="data.val_degradation"):
+        tiny_config(tmp_path, 1, data={"val_degradation": "blurry"}).check()

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .imageio import to_batch
 from .methods import METHODS
+from .typed import build_typed
 
 FORMAT = "shiftsr-boundary/1"
 META_KEY = "shiftsr.boundary"
@@ -63,6 +64,53 @@ class Boundary:
     def label(self) -> str:
         """How errors name this boundary condition: its file, or 'boundary condition' when not saved."""
         return str(self.path) if self.path is not None else "boundary condition"
+
+
+@dataclass
+class BoundaryRecord:
+    """The search record a boundary file stores as JSON metadata (search_boundary writes it): every key typed."""
+
+    format: str
+    kind: str
+    model: str | None
+    fingerprint: str
+    method: str
+    steps: int
+    order: int | None
+    samples: int
+    scale: int
+    process: dict | None
+    codec: dict
+    shape: list[int]
+    metric: str
+    lower_is_better: bool
+    base_seed: int
+    references: list[str] | None
+    patch: int | None
+    candidates: int
+    scores: list[float]
+    best: int | None
+    seed: int | None
+    score: float | None
+    complete: bool
+
+
+def check_record(meta: dict, source: str) -> None:
+    """Raise ValueError naming source and the key unless meta is a whole, usable search record."""
+    record = build_typed(BoundaryRecord, meta, source)
+    for key, allowed in (("kind", ("noise", "seed")), ("method", tuple(METHODS))):
+        if getattr(record, key) not in allowed:
+            raise ValueError(f"{source}: {key}: {getattr(record, key)!r} is not allowed; allowed: {', '.join(allowed)}")
+    for key in ("steps", "samples", "scale", "candidates"):
+        if getattr(record, key) < 1:
+            raise ValueError(f"{source}: {key}: must be at least 1, got {getattr(record, key)}")
+    if len(record.shape) != 3 or min(record.shape) < 1:
+        raise ValueError(f"{source}: shape: expected [channels, height, width], all at least 1, got {record.shape}")
+    if record.best is None or record.seed is None or not 0 <= record.best < len(record.scores):
+        raise ValueError(f"{source}: best: no scored candidate to use (best {record.best}, "
+                         f"{len(record.scores)} scores); finish its search with `shiftsr search-bc --resume`")
+    if not 0 <= record.seed < 2**63:
+        raise ValueError(f"{source}: seed: must be 0 to 2**63 - 1, got {record.seed}")
 
 
 def boundary_kind(method: str) -> str:
@@ -190,9 +238,13 @@ def load_boundary(path: str | Path, pipe=None, *, method: str | None = None, ste
         raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a shiftsr boundary file (no {FORMAT} record in its metadata)")
+    check_record(meta, f"{path}: record")
     if (meta["kind"] == "noise") != (noise is not None and noise.shape == tuple(meta["shape"])):
         raise ValueError(f"{path}: its noise tensor does not match its record (kind {meta['kind']}, "
                          f"shape {meta['shape']})")
+    if noise is not None and not (noise.is_floating_point() and torch.isfinite(noise).all()):
+        raise ValueError(f"{path}: {NOISE_KEY}: must be finite floating-point values, got {noise.dtype} with "
+                         "NaN, infinity or integers")
     bc = Boundary(meta=meta, noise=noise, path=path)
     if pipe is not None:
         check_boundary(bc, pipe, method=method, steps=steps)

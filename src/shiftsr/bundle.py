@@ -10,9 +10,11 @@ from pathlib import Path
 
 import torch
 
-from .denoisers.codecs import FOLDER_CODECS
+from .denoisers.codecs import FOLDER_CODECS, check_codec_spec
 from .denoisers.prediction import PREDICTION_TYPES
 from .files import write_atomic
+from .methods import METHODS
+from .model_files import check_finite, check_part
 from .networks import ShiftNet
 from .networks.adm_unet import ADMUNet
 from .networks.dossr_ldm import DoSSRControlLDM
@@ -34,15 +36,25 @@ GRIDS = ("uniform", "official")
 CONDITION_FOLDER = "cond_encoder"
 
 
+class NoNetwork(torch.nn.Module):
+    """The stand-in network of a regressor bundle (network "none", process null): no weights, never called."""
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("a regressor bundle has no diffusion network; its preprocessor's output is the answer")
+
+
 @dataclass(frozen=True)
 class NetworkKind:
-    """A network class a bundle may name, and whether a network of it sees the LR (from its config)."""
+    """A network class a bundle may name, whether a network of it sees the LR (from its config), and the family
+    it fixes (None: the family of the bundle's process)."""
 
     cls: type
     conditional: Callable[[dict], bool]
+    family: str | None = None
 
 
 NETWORKS = {
+    "none": NetworkKind(NoNetwork, lambda config: True, family="regressor"),
     "ShiftNet": NetworkKind(ShiftNet, lambda config: config.get("cond_channels", 1) > 0),
     "ADMUNet": NetworkKind(ADMUNet, lambda config: False),
     "DoSSRControlLDM": NetworkKind(DoSSRControlLDM, lambda config: True),
@@ -58,6 +70,11 @@ class SamplerDefaults:
     steps: int = 5
     order: int = 3
     samples: int = 1
+
+
+# the largest values a model folder may hold: beyond them a bundle is broken, not ambitious
+SETTING_BOUNDS = {"scale": 64, "lr_multiple": 1024, "multiple": 1024, "sampler.steps": 1000, "sampler.order": 3,
+                  "sampler.samples": 256}
 
 
 @dataclass
@@ -76,7 +93,7 @@ class BundleSettings:
     """
 
     network: str
-    process: dict
+    process: dict | None  # null only for a regressor (network "none"): no diffusion
     scale: int
     prediction_type: str = "residual"
     prediction_path: str = "model"
@@ -111,8 +128,19 @@ class BundleSettings:
         for key in ("scale", "output_channels", "lr_multiple", "multiple"):
             if getattr(settings, key) is not None and getattr(settings, key) < 1:
                 raise ValueError(f"{source}: {key}: must be at least 1, got {getattr(settings, key)}")
+        for key, bound in SETTING_BOUNDS.items():
+            value = getattr(settings.sampler, key[8:]) if key.startswith("sampler.") else getattr(settings, key)
+            if not 1 <= value <= bound:
+                raise ValueError(f"{source}: {key}: must be 1 to {bound}, got {value}")
+        if settings.sampler.method not in METHODS:
+            raise ValueError(f"{source}: sampler.method: {settings.sampler.method!r} is not allowed; allowed: "
+                             f"{', '.join(METHODS)}")
+        check_codec_spec(settings.codec, source)
+        if (settings.process is None) != (settings.network == "none"):
+            raise ValueError(f"{source}: process: null exactly when network is 'none' (a regressor), got network "
+                             f"{settings.network!r} with process {settings.process!r}")
         try:
-            build_process(settings.process)
+            rebuild_process(settings)
         except (TypeError, ValueError, KeyError) as error:
             raise ValueError(f"{source}: process: {error}") from None
         return settings
@@ -149,18 +177,22 @@ def read_settings(folder: str | Path) -> BundleSettings:
 def load_bundle(folder: str | Path) -> tuple[torch.nn.Module, BundleSettings]:
     """Read a folder written by save_bundle; the network comes back in eval mode on the CPU."""
     settings = read_settings(folder)
+    if settings.network == "none":
+        return NoNetwork().eval(), settings
     return load_part(NETWORKS[settings.network].cls, Path(folder)), settings
 
 
 def load_part(cls: type, folder: Path) -> torch.nn.Module:
-    """A ModelMixin component from its folder, strictly: a missing, broken or partial weights file is a ValueError."""
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no config.json for its {cls.__name__}")
+    """A ModelMixin component from its folder, strictly: a missing, broken or partial weights file, a config that
+    does not fit it, weights that are not floating point or not finite are a ValueError naming the file and key."""
+    files = check_part(cls, folder)
     try:
-        return cls.from_pretrained(folder, low_cpu_mem_usage=False).eval()
+        part = cls.from_pretrained(folder, low_cpu_mem_usage=False).eval()
     except (OSError, ValueError, TypeError, RuntimeError, KeyError) as error:
         message = " ".join(str(error).split())[:300]
         raise ValueError(f"{folder}: cannot load its {cls.__name__} ({message})") from None
+    check_finite(part, files)
+    return part
 
 
 def bundled_models() -> list[str]:
@@ -198,5 +230,5 @@ def settings_for(net: torch.nn.Module, process, *, scale: int, **kwargs) -> Bund
 
 
 def rebuild_process(settings: BundleSettings):
-    """The forward process a bundle was trained with."""
-    return build_process(settings.process)
+    """The forward process a bundle was trained with; None for a regressor."""
+    return None if settings.process is None else build_process(settings.process)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import glob
 import os
+import struct
+import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import BinaryIO, Callable
 
 import numpy as np
@@ -21,6 +26,7 @@ MAX_INPUT_PIXELS = 2**26  # 67 megapixels (8192 x 8192): larger inputs are refus
 _WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 _ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
+_MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}  # the longest side libjpeg and libwebp store
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 # Pillow mode -> the 8-bit mode it is converted to before reading its pixels.
@@ -29,6 +35,9 @@ _EIGHT_BIT_TARGET = {
     "RGB": "RGB", "RGBA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB",
 }
 _BT601_LUMA = (0.299, 0.587, 0.114)
+# what Pillow's decoders raise on damaged files (the exceptions its own fuzzers accept), besides its OSErrors
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+                  OverflowError, struct.error)
 
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientation value -> the transform of a CxHxW tensor that displays it upright (as ImageOps.exif_transpose).
@@ -55,6 +64,10 @@ class ImageReadError(ValueError):
     """An input file could not be read as an image; the message names the file and the problem."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """An input image has more pixels than the reader was allowed to decode."""
+
+
 @dataclass(frozen=True)
 class LoadedImage:
     """Decoded pixels of one file, upright, with what is needed to write a result in the same form."""
@@ -66,17 +79,19 @@ class LoadedImage:
     is_gray: bool
 
 
-def read_image(path: str | os.PathLike) -> LoadedImage:
-    """Decode an image file upright (EXIF orientation applied); 16-bit PNG, TIFF and grayscale keep 16 bits."""
+def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_INPUT_PIXELS) -> LoadedImage:
+    """Decode an image file upright (EXIF orientation applied); 16-bit PNG, TIFF and grayscale keep 16 bits.
+
+    An image over max_pixels is refused (ImageTooLargeError) before its pixels are decoded.
+    """
     # 16-bit PNG and TIFF are decoded by OpenCV, everything else by Pillow, which reads 16-bit colour from
     # other formats at 8 bits. The single-colour tRNS transparency of a 16-bit PNG is ignored.
     path = Path(path)
     _check_is_file(path)
     try:
-        with warnings.catch_warnings(), Image.open(path) as image:
-            warnings.simplefilter("ignore")  # Pillow's warnings name its own source lines; problems raise below
-            if image.width * image.height > MAX_INPUT_PIXELS:
-                raise ImageReadError(f"{path}: {image.width}x{image.height} is over {MAX_INPUT_PIXELS:,} pixels")
+        with _quiet(), Image.open(path) as image:
+            if image.width * image.height > max_pixels:
+                raise ImageTooLargeError(f"{path}: {image.width}x{image.height} is over {max_pixels:,} pixels")
             if getattr(image, "n_frames", 1) > 1:
                 raise ImageReadError(f"{path}: has {image.n_frames} frames (animated or multi-page); shiftsr "
                                      "upscales still images: extract the frames first")
@@ -88,14 +103,18 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
             else:
                 pixels, depth = _pillow_pixels(image, path)
             mode = image.mode
+    except ImageReadError:
+        raise
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image (cannot identify image file)") from None
     except Image.DecompressionBombError as error:
-        raise ImageReadError(f"{path}: image too large ({error})") from None
+        raise ImageTooLargeError(f"{path}: image too large ({error})") from None
     except PermissionError:
         raise ImageReadError(f"{path}: permission denied") from None
-    except (OSError, SyntaxError) as error:
-        raise ImageReadError(f"{path}: truncated file or corrupt image data ({error})") from None
+    except MemoryError:
+        raise ImageReadError(f"{path}: not enough memory to decode it") from None
+    except _DECODE_ERRORS as error:
+        raise ImageReadError(f"{path}: truncated file or corrupt image data ({error or type(error).__name__})") from None
     return _assemble(pixels, depth, mode, orientation)
 
 
@@ -122,12 +141,18 @@ def write_image(
         raise ValueError(f"{path}: bit_depth must be 8 or 16, got {bit_depth!r}")
     if alpha is not None and fmt not in _ALPHA_FORMATS:
         raise ValueError(f"{path}: {fmt} cannot store alpha; use one of .png, .webp, .tif, .tiff")
+    check_writable(path, tuple(rgb.shape[-2:]))
     channels = _channels_to_write(path, rgb, alpha, gray)
     depth = bit_depth if fmt in ("PNG", "TIFF") else 8
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
-    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
-        _encode(stream, channels, depth, fmt)
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream, _quiet():
+        try:
+            _encode(stream, channels, depth, fmt)
+        except (OSError, ValueError) as error:
+            if getattr(error, "errno", None) is not None:  # the disk's error (full, read-only): named by the caller
+                raise
+            raise OSError(f"{path}: cannot encode it as {fmt} ({' '.join(str(error).split())})") from None
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
@@ -150,6 +175,45 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     for path in found:
         unique.setdefault(os.path.realpath(path), path)  # realpath, unlike resolve(), survives symlink loops
     return list(unique.values())
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Pillow's warnings off (DecompressionBombWarning, bad EXIF, truncated chunks), and in the main thread the C
+    libraries' own stderr lines dropped (libtiff's `LZWDecode: Not enough data`, libjpeg's size limit) while a file
+    is decoded or encoded: they name no file, or a temporary one, and every real problem raises instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if threading.current_thread() is not threading.main_thread():  # other threads' stderr stays untouched
+            yield
+            return
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def check_writable(path: str | os.PathLike, size: tuple[int, int]) -> None:
+    """ValueError naming path unless its format can store an image of size (height, width) (JPEG, WEBP sides)."""
+    fmt = _WRITE_FORMATS.get(Path(path).suffix.lower())
+    side = _MAX_SIDE.get(fmt)
+    if side is not None and max(size) > side:
+        raise ValueError(f"{path}: {fmt} stores at most {side} pixels a side, the output would be {size[1]}x{size[0]};"
+                         " write PNG or TIFF instead")
+
+
+def _opencv():
+    """OpenCV with its logging silenced: its `[ WARN ]` lines, libtiff's among them, would reach stderr; every
+    problem is reported by the None or the error it returns instead."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    return cv2
 
 
 def _check_is_file(path: Path) -> None:
@@ -175,8 +239,7 @@ def _sixteen_bit_channels(image: Image.Image, path: Path) -> int:
 
 def _opencv_pixels(path: Path, channels: int) -> np.ndarray:
     """HxWxC float32 pixels in [0, 1] of a 16-bit file with the given samples per pixel, in RGB(A) order."""
-    import cv2
-
+    cv2 = _opencv()
     values = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)  # no EXIF rotation: done by us
     if values is None:
         raise ImageReadError(f"{path}: truncated file or corrupt image data (OpenCV cannot decode it)")
@@ -242,8 +305,7 @@ def _encode(stream: BinaryIO, planes: torch.Tensor, depth: int, fmt: str) -> Non
     maxval = 2**depth - 1
     levels = (planes * maxval).round().clamp(0, maxval).permute(1, 2, 0).to(torch.int32).numpy()
     if depth == 16:
-        import cv2
-
+        cv2 = _opencv()
         samples = levels[..., _TO_OPENCV[levels.shape[2]]].astype(np.uint16)
         options = [cv2.IMWRITE_PNG_COMPRESSION, _PNG16_COMPRESSION] if fmt == "PNG" else []
         encoded, data = cv2.imencode(f".{fmt.lower()}", samples, options)

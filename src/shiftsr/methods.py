@@ -2,8 +2,9 @@
 
 The CLI, the pipeline, the boundary search, eval and the docs read this table; nothing else lists methods.
 A family is what a model is to the sampler: `dossr` (domain-shift process), `resshift` (residual shifting),
-`sr3` (a VP model that sees the LR, sampled from pure noise) and `prior` (an unconditional VP model, used by
-noise injection). Every start is the family's own: see `shiftsr.processes.start`.
+`sr3` (a VP model that sees the LR, sampled from pure noise), `prior` (an unconditional VP model, used by
+noise injection) and `regressor` (no diffusion network: the preprocessor's output is the answer, at t = 0). Every
+start is the family's own: see `shiftsr.processes.start`.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch import Tensor
 from .processes import DomainShiftProcess, ResShiftProcess, VPProcess
 from .samplers import sample_ddim, sample_ddpm, sample_dossr, sample_dpmpp_2m, sample_resshift, vp_timesteps
 
-FAMILIES = ("dossr", "resshift", "sr3", "prior")
+FAMILIES = ("dossr", "resshift", "sr3", "prior", "regressor")
 Sampler = Callable[..., Tensor]  # (denoiser, x, ts, *, process, y, cond, order, generator, callback) -> x0
 
 
@@ -32,16 +33,35 @@ def resshift_grid(process, steps: int, t_start: float) -> list[float]:
     All steps of the chain is the paper's sampler (Eq. 6-7); fewer keep every n-th integer time (guided-diffusion's
     space_timesteps rule, T' - round(i (T' - 1) / (steps - 1))), which the posterior of Eq. 7 allows between any two times.
     """
-    top = min(int(process.t_max), max(1, math.ceil(t_start)))
+    top = resshift_chain_steps(process, t_start)
     if steps > top:
         raise ValueError(f"steps: this ResShift chain has {top} steps from t = {t_start:g}, not {steps}")
     picked = [top] if steps == 1 else sorted({top - round(i * (top - 1) / (steps - 1)) for i in range(steps)})[::-1]
     return [float(t) for t in picked] + [0.0]
 
 
+def resshift_chain_steps(process, t_start: float) -> int:
+    """How many network calls ResShift's integer chain has from t_start: its whole steps at or below it."""
+    return min(int(process.t_max), max(1, math.ceil(t_start)))
+
+
+def any_steps(process, t_start: float) -> float:
+    """No bound on the steps of a continuous-time grid."""
+    return math.inf
+
+
 def vp_grid(process, steps: int, t_start: float) -> list[float]:
     """A VP sampler's uniform grid from t_start (see samplers.vp.vp_timesteps)."""
     return vp_timesteps(process, steps, t_start=t_start)
+
+
+def clean_grid(process, steps: int, t_start: float) -> list[float]:
+    """A regressor's grid: the clean state alone (its start, t = 0, is its answer)."""
+    return [0.0]
+
+
+def _regression(denoiser, x, ts, *, process, y, cond, order, **common) -> Tensor:
+    return x  # the start at t = 0 is the estimate itself
 
 
 def _dossr(denoiser, x, ts, *, process, y, cond, order, **common) -> Tensor:
@@ -83,6 +103,7 @@ class Method:
     deterministic: bool  # no noise after the start: BCSR searches a start noise, else a seed
     uses_order: bool = False
     paper: str = ""
+    max_steps: Callable[[object, float], float] = any_steps  # the most steps the grid has from a start time
 
     def check(self, *, order: int | None = None) -> None:
         """Refuse a setting this method cannot honour (ValueError naming the setting and the method)."""
@@ -102,10 +123,14 @@ METHODS: dict[str, Method] = {row.name: row for row in (
            paper="Lu et al. 2022 Alg. 2 (DPM-Solver++(2M)) on the model's path"),
     Method("dossr-no-dosg", ("dossr", "sr3"), _dossr_no_dosg, linear_grid, False, uses_order=True,
            paper="DoSSR Sec. 4.3 Table 2 'w/o DoSG': Solver-k on the eta = 0 equation"),
-    Method("resshift", ("resshift",), _resshift, resshift_grid, False, paper="ResShift Eq. 6-7"),
-    Method("resshift-ode", ("resshift",), _ddim, resshift_grid, True, paper="ResShift, DDIM form (eta = 0)"),
+    Method("resshift", ("resshift",), _resshift, resshift_grid, False, paper="ResShift Eq. 6-7",
+           max_steps=resshift_chain_steps),
+    Method("resshift-ode", ("resshift",), _ddim, resshift_grid, True, paper="ResShift, DDIM form (eta = 0)",
+           max_steps=resshift_chain_steps),
     Method("noise-injection", ("prior",), _ddim, vp_grid, True,
            paper="Diff-SR Sec. 3.2-3.4: noise injected into the upsampled LR, then DDIM"),
+    Method("regression", ("regressor",), _regression, clean_grid, True,
+           paper="Real-ESRGAN (Wang et al. 2021): the preprocessor's output, no sampling (NFE 0)"),
 )}
 
 
@@ -139,7 +164,7 @@ def markdown_table() -> str:
     """The table as Markdown, as the README shows it (`python -m shiftsr.methods` prints it)."""
     lines = ["| method (`--method`) | families | deterministic | settings | paper |", "|---|---|---|---|---|"]
     for row in METHODS.values():
-        honours = "--steps, --order" if row.uses_order else "--steps"
+        honours = "--steps, --order" if row.uses_order else "none" if row.grid is clean_grid else "--steps"
         lines.append(f"| `{row.name}` | {', '.join(row.families)} | {'yes' if row.deterministic else 'no'} | "
                      f"{honours} | {row.paper} |")
     return "\n".join(lines)

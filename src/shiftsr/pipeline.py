@@ -7,6 +7,7 @@ result is decoded, averaged over samples and cropped or resized to the size aske
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,13 @@ from tqdm.auto import tqdm
 
 from .bundle import CONDITION_FOLDER, NETWORKS, BundleSettings, load_part, open_model, rebuild_process
 from .denoisers.codecs import build_codec
-from .denoisers.network import NetworkCall
+from .denoisers.network import NetworkCall, channels_last
 from .denoisers.prediction import PredictionDenoiser, ddpm_index
-from .denoisers.tiling import TiledDenoiser, auto_tile_size
+from .denoisers.tiling import TiledDenoiser, tiled_decode
 from .imageio import to_batch
+from . import streaming
+from .memory import (DEFAULT_BYTES_PER_PIXEL, auto_side, decode_side, free_bytes, halved, is_out_of_memory,
+                     keep_freed_memory, network_bytes_per_pixel, peak_bytes)
 from .methods import METHODS, family_of, method_row, methods_for
 from .networks.dossr_ldm import DoSSRConditionEncoder
 from .ops.colour import COLOUR_FIXES, colour_fix
@@ -29,10 +33,12 @@ from .ops.padding import pad_to_multiple
 from .ops.sizes import output_size
 from .processes import NOISE_TABLE_FILE, NoiseTable, VPProcess, load_noise_table, start_state, start_time
 from .samplers import Draws, dossr_timesteps, randn_like
+from .uncertainty import sample_spread
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DECODE_OVERLAP = 4  # latent pixels two decoding tiles share (32 image pixels for an f8 autoencoder)
+DECODE_PROBE = 16  # latent side of the probe decode that measures a codec's bytes per latent pixel
 SAMPLE_SEED_STRIDE = 1_000_003  # seed of sample k = seed + k * stride, so sample 0 is the plain seed
-AUTO_TILE_BUDGET = 96 * 512 * 512  # network-input elements per call under tile 0 (auto): about 100 MB in fp32
 STRATEGIES = ("resize", "direct")  # how a model reaches a size other than its native scale (see plan)
 # a conditional model's strategy off its native scale: x4-then-resize beats direct sampling on Set5 and Set14
 # at x2 and x3 in PSNR-Y and ST-LPIPS, with 1 and 8 samples (scripts/arbitrary_scale_study.py)
@@ -61,14 +67,18 @@ class Plan:
     model_shape: tuple[int, int, int]
     color_fix: str = "none"
     from_noise: bool = False
+    steps_given: bool = False
 
 
 @dataclass
 class Upscaled:
-    """An upscale and the record of what ran (method, steps, order, samples, seed, sizes, t_start, nfe)."""
+    """An upscale and the record of what ran (method, steps, order, samples, seed, sizes, t_start, nfe); with
+    uncertainty, std: the per-pixel spread of the samples (B, 1, H, W, see shiftsr.uncertainty), its mean in the
+    record as std_mean."""
 
     image: Tensor
     record: dict
+    std: Tensor | None = None
 
 
 class ShiftSRPipeline:
@@ -85,9 +95,11 @@ class ShiftSRPipeline:
         table = None if root is None else Path(root) / NOISE_TABLE_FILE
         self.noise_table = noise_table or (load_noise_table(table) if table and table.is_file() else None)
         self.device = torch.device(device)
+        keep_freed_memory()  # image-sized tensors reuse freed memory instead of faulting fresh pages in
         self.net = net.to(self.device, memory_format=torch.channels_last).eval()
         self.process = rebuild_process(settings)
-        self.family = family_of(self.process, conditional=NETWORKS[settings.network].conditional(net.config))
+        kind = NETWORKS[settings.network]
+        self.family = kind.family or family_of(self.process, conditional=kind.conditional(net.config))
         self.codec = (build_codec(settings.codec, root) if codec is None else codec).to(self.device)
         self.preprocess = None
         if settings.preprocessor != "bicubic":
@@ -97,7 +109,12 @@ class ShiftSRPipeline:
         self.condition = None
         if settings.condition == "encoder":
             self.condition = load_part(DoSSRConditionEncoder, Path(root) / CONDITION_FOLDER).to(self.device)
-        self.denoiser = network_denoiser(self.net, settings, self.process, dtype=dtype)
+        self.bytes_per_pixel: float | None = None  # the network's working bytes per model-space pixel, once measured
+        self.last_shape, self.last_side = (), 0  # the model-space shape and tile side of the latest run
+        self.memory_format = torch.channels_last  # the layout the network takes, and so the sampler's
+        self.decode_bytes_per_pixel: float | None = None  # the codec's decoding bytes per latent pixel, once measured
+        self.denoiser = None if self.process is None else network_denoiser(self.net, settings, self.process,
+                                                                            dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "default", *, device: str | None = None,
@@ -157,35 +174,81 @@ class ShiftSRPipeline:
             t_start = start_time(self.process, self.family, factor=factor, direct=strategy == "direct",
                                  table=self.noise_table)
         settings = self.sampler_settings(**sampler)
-        if t_start is not None and t_start > 0:  # the grid refuses steps the chain cannot take
-            METHODS[settings["method"]].grid(self.process, settings["steps"], t_start)
+        steps_given = sampler.get("steps") is not None
+        if t_start is not None and t_start > 0:
+            row = METHODS[settings["method"]]
+            if steps_given:  # the grid refuses steps the chain cannot take
+                row.grid(self.process, settings["steps"], t_start)
+            else:  # the model's default, on a chain shortened below it, takes the whole chain
+                settings["steps"] = int(min(settings["steps"], row.max_steps(self.process, t_start)))
         color_fix = self.settings.color_fix if color_fix is None else color_fix
         if color_fix not in COLOUR_FIXES:
             raise ValueError(f"color_fix: unknown {color_fix!r}; allowed: {', '.join(COLOUR_FIXES)}")
         return Plan((height, width), size_out, strategy, factor, **settings, t_start=t_start, model_shape=shape,
-                    color_fix=color_fix, from_noise=from_noise)
+                    color_fix=color_fix, from_noise=from_noise, steps_given=steps_given)
+
+    def run(self, image, *, tile: int = 0, **kwargs) -> Upscaled:
+        """Upscale one image or a batch of same-size images (see __call__); the image and the record of the run.
+
+        tile: model-space pixels, 0 = auto (memory.auto_side: from the free memory and the network's measured bytes
+        per pixel); under auto an out-of-memory error halves the tile down to memory.FLOOR, with one note on stderr.
+        """
+        if tile:
+            return self.run_tiled(image, tile=tile, **kwargs)
+        side, failed = 0, []
+        while True:
+            try:
+                result = self.run_tiled(image, tile=side or -1, **kwargs)
+                break
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                tried = self.last_side
+                side = halved(tried, *self.last_shape[-2:]) if is_out_of_memory(error) else None
+                if side is None:
+                    raise
+                failed.append(tried or "none")
+                kwargs["tile_overlap"] = min(kwargs.get("tile_overlap", 16), side // 2)
+        if failed:
+            tqdm.write(f"shiftsr: note: out of memory with tile {', '.join(map(str, failed))}; "
+                       f"ran with tile {result.record['tile']}", file=sys.stderr)
+        return result
 
     @torch.no_grad()
-    def run(self, image, *, seed: int = 0, tile: int = 0, tile_overlap: int = 16, start: Tensor | None = None,
-            noise: Sequence[Tensor] | None = None, progress: bool = False, **settings) -> Upscaled:
-        """Upscale one image or a batch of same-size images (see __call__); the image and the record of the run."""
+    def run_tiled(self, image, *, seed: int = 0, tile: int = -1, tile_overlap: int = 16, start: Tensor | None = None,
+                  noise: Sequence[Tensor] | None = None, progress: bool = False, uncertainty: bool = False,
+                  stream: bool = True, **settings) -> Upscaled:
+        """run() at one tile side: tile > 0 model-space pixels, -1 the auto choice (memory.auto_side).
+
+        uncertainty: also the per-pixel standard deviation of the samples (samples >= 2), each colour-fixed as the
+        output is, from the same draws as the output (so the image does not change), as Upscaled.std. stream: a
+        tiled run keeps its state on disk (shiftsr.streaming) where the model allows; False keeps it in memory.
+        """
         lr = to_batch(image).to(self.device)
         plan = self.plan(tuple(lr.shape[-2:]), **settings)
         if noise is not None and plan.samples != 1:
             raise ValueError(f"noise: given draws replay one sample, not {plan.samples}; pass samples=1")
+        if uncertainty and plan.samples < 2:
+            raise ValueError(f"uncertainty: the spread of samples needs samples >= 2, got {plan.samples}")
+        self.last_shape = (len(lr), *plan.model_shape)
+        side = self.last_side = self.tile_side(self.last_shape, tile)
+        tile_overlap = tile_overlap if tile > 0 else min(tile_overlap, side // 2)  # an auto tile keeps half its side
+        if stream and streaming.streams(self, plan, side=side, start=start, uncertainty=uncertainty):
+            return streaming.run(self, lr, plan, side=side, overlap=tile_overlap, seed=seed, noise=noise,
+                                 progress=progress)
         canvas, source, low = self.images(lr, plan)
         t_start = plan.t_start if plan.t_start is not None else start_time(
             self.process, self.family, factor=plan.factor, direct=plan.strategy == "direct", x_up=canvas * 2 - 1)
-        record = {"method": plan.method, "steps": 0, "order": plan.order, "samples": plan.samples, "seed": seed,
-                  "scale": round(plan.factor, 6), "size": [plan.size_out[1], plan.size_out[0]],
-                  "strategy": plan.strategy, "t_start": t_start, "color_fix": plan.color_fix, "nfe": 0}
-        if t_start <= 0:  # the clean state: the estimate is the answer
-            return Upscaled(self.finish(canvas.cpu(), plan), record)
+        record = self.new_record(plan, seed=seed, t_start=t_start) | {"tile": side}
+        if t_start <= 0:  # the clean state: the estimate is the answer, the same for every sample
+            out = self.finish(canvas.cpu(), plan)
+            spread = torch.zeros_like(out[:, :1]) if uncertainty else None
+            return Upscaled(out, record | ({"std_mean": 0.0} if uncertainty else {}), spread)
         row = METHODS[plan.method]
-        ts = self.time_grid(row, plan.steps, t_start)
+        steps = plan.steps if plan.steps_given else int(min(plan.steps, row.max_steps(self.process, t_start)))
+        ts = self.time_grid(row, steps, t_start)
+        record["t_start"] = ts[0]  # where the chain starts: ResShift's and index networks' first whole step
         cond = {"xh": None, "lr": low * 2 - 1, "encoder": self.condition and self.condition(source * 2 - 1)}[
             self.settings.condition]
-        denoiser = self.tiled((len(lr), *plan.model_shape), tile, tile_overlap)
+        denoiser = TiledDenoiser(self.denoiser, tile=side, overlap=tile_overlap) if side else self.denoiser
         calls = [0]
 
         def counted(x: Tensor, t: Tensor, given) -> Tensor:
@@ -194,12 +257,12 @@ class ShiftSRPipeline:
 
         def model_space(draws) -> tuple[Tensor, Tensor | None]:
             """(xh, estimate): the source image and the canvas in model space (a stochastic codec draws first)."""
-            xh = self.codec.encode(source, draws)
-            estimate = xh if canvas is source else self.codec.encode(canvas, draws)
+            xh = channels_last(self.codec.encode(source, draws), self.memory_format)  # the network's: no call copies it
+            estimate = xh if canvas is source else channels_last(self.codec.encode(canvas, draws), self.memory_format)
             return xh, None if plan.from_noise else estimate
 
         fixed = None if self.codec.stochastic else model_space(None)
-        total = 0.0
+        total, moments = 0.0, (0.0, 0.0)  # the sum of the samples; with uncertainty, of the fixed ones and squares
         # one sample at a time: on a CPU a batch of K activations falls out of cache and runs slower than K calls
         with tqdm(total=(len(ts) - 1) * plan.samples, disable=not progress, leave=False, desc="sampling") as bar:
             for k in range(plan.samples):
@@ -210,11 +273,20 @@ class ShiftSRPipeline:
                 x = start.to(self.device) if start is not None else start_state(
                     self.process, estimate, y, ts[0], randn_like(xh, draws))
                 x0 = row.sample(counted, x, ts, process=self.process, y=y, cond=y if cond is None else cond,
-                                order=plan.order, generator=draws, callback=lambda info: bar.update(1))
-                total = total + self.codec.decode(x0).float()
+                                order=plan.order, generator=draws,
+                                callback=(lambda info: bar.update(1)) if progress else None)
+                decoded = self.decode(x0).float()
+                total = decoded if k == 0 else total.add_(decoded)  # a running sum, one image in memory
+                if uncertainty:
+                    fixed_sample = colour_fix(plan.color_fix, decoded, canvas.float()).double()
+                    moments = (moments[0] + fixed_sample, moments[1] + fixed_sample.square())
         out = colour_fix(plan.color_fix, total / plan.samples, canvas.float())
         record.update(steps=len(ts) - 1, nfe=calls[0])
-        return Upscaled(self.finish(out.clamp(0, 1).cpu(), plan), record)
+        spread = None
+        if uncertainty:
+            spread = self.finish(sample_spread(*moments, plan.samples).cpu(), plan)
+            record["std_mean"] = round(spread.mean().item(), 6)
+        return Upscaled(self.finish(out.clamp(0, 1).cpu(), plan), record, spread)
 
     def __call__(self, image, **kwargs) -> Tensor:
         """Upscale one image or a batch of same-size images; returns Bx3xHxW in [0, 1] on the CPU.
@@ -261,12 +333,16 @@ class ShiftSRPipeline:
         return math.lcm(multiple, self.scale) if strategy == "direct" and self.conditional else multiple
 
     def time_grid(self, row, steps: int, t_start: float) -> list[float]:
-        """The method's grid from t_start, or DoSSR's released grid for a bundle that asks for it (grid "official")."""
+        """The method's grid from t_start, or DoSSR's released grid for a bundle that asks for it (grid "official");
+        rounded to whole steps for networks that take the step index."""
         if self.settings.grid == "official" and self.family == "dossr":
             if t_start != self.process.t1:
                 raise ValueError(f"t_start: the official DoSSR grid starts at t1 = {self.process.t1:g}, not {t_start:g}")
             return dossr_timesteps(self.process, steps, official=True)
-        return row.grid(self.process, steps, t_start)
+        ts = row.grid(self.process, steps, t_start)
+        if self.settings.timestep == "index":  # a network trained on integer steps only ever sees integer times
+            ts = sorted({float(round(t)) for t in ts}, reverse=True)
+        return ts
 
     def finish(self, out: Tensor, plan: Plan) -> Tensor:
         """The padded result cropped to the size asked (direct), or to the native size and resized there."""
@@ -288,9 +364,39 @@ class ShiftSRPipeline:
         """[0, 1] image batch (sides multiples of the codec's factor) -> model space."""
         return self.codec.encode(image.to(self.device))
 
-    def decode(self, latent: Tensor) -> Tensor:
-        """Model space -> [0, 1] image batch (not clamped)."""
-        return self.codec.decode(latent.to(self.device))
+    def decode(self, latent: Tensor, *, tile: int = 0, overlap: int = DECODE_OVERLAP) -> Tensor:
+        """Model space -> [0, 1] image batch (not clamped).
+
+        A codec with weights (an autoencoder) decodes a latent too large for the free memory in overlapping latent
+        tiles (tile 0 = auto: memory.decode_side, from its bytes per latent pixel measured once), halving them on
+        out-of-memory down to memory.FLOOR with one note on stderr.
+        """
+        latent = latent.to(self.device)
+        if next(self.codec.parameters(), None) is None:  # pixel (un)shuffle or identity: nothing to tile
+            return self.codec.decode(latent)
+        side = tile or self.decode_side(latent.shape)
+        while True:
+            try:
+                if not side:
+                    return self.codec.decode(latent)
+                return tiled_decode(self.codec.decode, latent, tile=side, overlap=min(overlap, side // 2),
+                                    scale=self.codec.scale)
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                smaller = None if tile or not is_out_of_memory(error) else halved(side, *latent.shape[-2:])
+                if smaller is None:
+                    raise
+                tqdm.write(f"shiftsr: note: out of memory decoding with tile {side or 'none'}; trying {smaller}",
+                           file=sys.stderr)
+                side = smaller
+
+    def decode_side(self, shape: tuple[int, ...]) -> int:
+        """The latent tile side an automatic decode of latents of shape (B, C, h, w) uses, 0 for none."""
+        if self.decode_bytes_per_pixel is None:
+            probe = torch.zeros(1, shape[1], DECODE_PROBE, DECODE_PROBE, device=self.device)
+            measured = peak_bytes(lambda: self.codec.decode(probe), self.device)
+            self.decode_bytes_per_pixel = measured / DECODE_PROBE**2 if measured else DEFAULT_BYTES_PER_PIXEL
+        return decode_side(batch=shape[0], height=shape[-2], width=shape[-1],
+                           bytes_per_pixel=self.decode_bytes_per_pixel, free=free_bytes(self.device))
 
     def source_image(self, lr: Tensor) -> Tensor:
         """The LR brought to the model's scale: MATLAB bicubic, or the model's preprocessor (DoSSR's source domain)."""
@@ -298,26 +404,45 @@ class ShiftSRPipeline:
             return imresize(lr, scale=self.scale).clamp(0, 1)
         return self.preprocess(lr)
 
+    def new_record(self, plan: Plan, *, seed: int, t_start: float) -> dict:
+        """The record of a run before it samples: what runs (method, steps 0 and nfe 0 until it has), sizes, start."""
+        return {"method": plan.method, "steps": 0, "order": plan.order, "samples": plan.samples, "seed": seed,
+                "scale": round(plan.factor, 6), "size": [plan.size_out[1], plan.size_out[0]],
+                "strategy": plan.strategy, "t_start": t_start, "color_fix": plan.color_fix, "nfe": 0}
+
+    def tile_side(self, shape: tuple[int, ...], tile: int) -> int:
+        """The tile side for model-space states of shape (B, C, h, w), 0 for none: tile if the state is larger,
+        else none; tile <= 0 picks it from the free memory and the network's measured bytes per pixel."""
+        batch, channels, height, width = shape
+        if self.denoiser is None:  # a regressor (no diffusion network) has no state to tile
+            return 0
+        if tile <= 0:
+            if self.bytes_per_pixel is None:
+                self.bytes_per_pixel = (network_bytes_per_pixel(self.denoiser, channels, self.device)
+                                        if self.settings.condition == "xh" and self.conditional else None
+                                        ) or DEFAULT_BYTES_PER_PIXEL  # the probe's cond is its x: xh-conditioned only
+            tile = auto_side(batch=batch, channels=channels, height=height, width=width,
+                             bytes_per_pixel=self.bytes_per_pixel, free=free_bytes(self.device),
+                             scale=self.codec.scale)
+        return tile if 0 < tile < max(height, width) else 0
+
     def tiled(self, shape: tuple[int, ...], tile: int, overlap: int):
         """The denoiser for model-space states of shape (B, C, h, w), tiled when larger than the tile (model-space
         pixels; 0 = auto)."""
-        batch, channels, height, width = shape
-        size = tile if tile > 0 else auto_tile_size(height=height, width=width, channels=2 * channels,
-                                                      batch=batch, budget=AUTO_TILE_BUDGET)
-        if size >= max(height, width):
-            return self.denoiser
-        return TiledDenoiser(self.denoiser, tile=size, overlap=overlap)
+        side = self.tile_side(shape, tile)
+        return TiledDenoiser(self.denoiser, tile=side, overlap=overlap) if side else self.denoiser
 
 
-def network_denoiser(net: torch.nn.Module, settings: BundleSettings, process, *, dtype: torch.dtype
-                     ) -> PredictionDenoiser:
+def network_denoiser(net: torch.nn.Module, settings: BundleSettings, process, *, dtype: torch.dtype,
+                     memory_format: torch.memory_format = torch.channels_last) -> PredictionDenoiser:
     """The x0 denoiser of a bundle's network under its conventions (BundleSettings: time input, input scale,
-    prediction path, output channels, clipping), the network run in dtype and channels-last."""
+    prediction path, output channels, clipping), the network run in dtype and memory_format (channels-last)."""
     predicted_on = process
     if settings.prediction_path == "vp":
         keys = ("beta_schedule", "num_train_timesteps", "beta_start", "beta_end")
         predicted_on = VPProcess(**{key: settings.process[key] for key in keys})
-    return PredictionDenoiser(NetworkCall(net, dtype=dtype, channels=settings.output_channels), process=predicted_on,
+    call = NetworkCall(net, dtype=dtype, channels=settings.output_channels, memory_format=memory_format)
+    return PredictionDenoiser(call, process=predicted_on,
                               prediction_type=settings.prediction_type,
                               timestep_fn=ddpm_index if settings.timestep == "index" else None,
                               input_scale_fn=process.input_scale if settings.input_scale == "resshift" else None,

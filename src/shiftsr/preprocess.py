@@ -83,6 +83,8 @@ def build_preprocessor(
 
         if root is None:
             raise ValueError("the rrdb preprocessor is read from its model folder; none was given")
-        net = load_part(RRDBNet, Path(root) / PREPROCESSOR_FOLDER).to(device=device, dtype=dtype)
+        net = load_part(RRDBNet, Path(root) / PREPROCESSOR_FOLDER).to(device)
+        if dtype != torch.float32:  # ModelMixin.to(dtype) warns about fp32 modules, even for none
+            net = net.to(dtype=dtype)
         return Preprocessor(name, net, tile=tile, overlap=overlap)
     return Preprocessor(name, tile=tile, overlap=overlap)

@@ -6,9 +6,11 @@ import click
 from .convert import convert
 from .degrade import degrade
 from .eval import eval_command
+from .export import export
 from .metrics import metrics
 from .models import models
 from .search_bc import search_bc
+from .serve import serve
 from .train import train
 from .upscale import upscale
 
@@ -19,5 +21,5 @@ def main() -> None:
     """shiftsr: few-step diffusion image super-resolution."""
 
 
-for command in (upscale, models, convert, train, degrade, eval_command, metrics, search_bc):
+for command in (upscale, models, convert, export, train, degrade, eval_command, metrics, search_bc, serve):
     main.add_command(command)

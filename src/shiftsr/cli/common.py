@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import click
 from tqdm import tqdm
@@ -10,6 +11,17 @@ from tqdm import tqdm
 def report_error(message: str) -> None:
     """Print `shiftsr: error: <file>: <problem>` as one line on stderr, above any progress bar."""
     tqdm.write("shiftsr: error: " + " ".join(message.splitlines()), file=sys.stderr)
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """Report one error line and end the command with status (2: a bad flag, model, recipe or checkpoint)."""
+    report_error(message)
+    raise SystemExit(status)  # not click's Exit, a RuntimeError that a per-file handler would catch
+
+
+def os_message(error: OSError) -> str:
+    """An OSError as `<file>: <problem>`, without Python's [Errno N] prefix."""
+    return f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
 
 
 def resolve_device(device: str) -> str:

@@ -15,12 +15,15 @@ file was left out, 2 bad usage. PSNR and SSIM follow the MATLAB benchmark code (
 8-bit rounding); the SR benchmark convention crops the scale factor (--crop-border 4 for x4).
 PSNR of identical images is infinite: 'inf' in the table, null in --json output (strict JSON
 has no Infinity). FID compares the two image sets as a whole and needs the extra:
-pip install shiftsr[fid].
+pip install shiftsr[fid]. NIQE needs no reference (lower is more natural; images of at least
+96x192 pixels) and reads the official MATLAB model from BasicSR's data file:
+pip install --no-deps basicsr (never without --no-deps: it requires torchvision).
 
 \b
 Examples:
   shiftsr metrics -t results/ -r Set5/HR --crop-border 4
   shiftsr metrics -t results/ -r Set5/HR -m psnr,ssim,stlpips --json
+  shiftsr metrics -t results/ -m niqe
 """
 
 
@@ -30,7 +33,7 @@ Examples:
 @click.option("-r", "--reference", "reference_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of reference (HR) images; needed by full-reference metrics.")
 @click.option("-m", "--metrics", "names", default="psnr,ssim", show_default=True,
-              help="Comma-separated metrics: psnr, ssim, stlpips (= stlpips-alex), stlpips-vgg, fid.")
+              help="Comma-separated metrics: psnr, ssim, stlpips (= stlpips-alex), stlpips-vgg, fid, niqe.")
 @click.option("--crop-border", type=click.IntRange(min=0), default=0, show_default=True,
               help="Pixels cropped from each side before psnr and ssim.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

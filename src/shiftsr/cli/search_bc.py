@@ -52,7 +52,7 @@ def search_bc(model: str, method: str | None, steps: int | None, order: int | No
               device: str, quiet: bool) -> None:
     """Search the starting noise (or seed) that scores best on reference pairs and store it (BCSR)."""
     from ..metrics import create, metric_info
-    from .common import resolve_device
+    from .common import fail, resolve_device
 
     try:
         info = metric_info(metric)
@@ -71,8 +71,8 @@ def search_bc(model: str, method: str | None, steps: int | None, order: int | No
 
     try:
         pipe = load(model, device=device)
-    except (FileNotFoundError, ValueError) as error:
-        raise click.BadParameter(str(error), param_hint="--model") from None
+    except (FileNotFoundError, ValueError) as error:  # a broken model folder: one line naming its file and key
+        fail(str(error))
     if method is not None and method not in pipe.methods:
         raise click.BadParameter(f"{method!r} is not a method of this model; allowed: {', '.join(pipe.methods)}",
                                  param_hint="--method")

@@ -37,7 +37,26 @@ def convert(arch: str, checkpoint: str | Path, autoencoder: str | Path | None = 
     if arch not in ARCHS:
         raise ValueError(f"arch: unknown {arch!r}; allowed: {', '.join(ARCHS)}")
     module = importlib.import_module(f"{__name__}.{ARCHS[arch]}")
-    return module.to_bundle(arch, Path(checkpoint), None if autoencoder is None else Path(autoencoder), **flags)
+    converted = module.to_bundle(arch, Path(checkpoint), None if autoencoder is None else Path(autoencoder), **flags)
+    check_weights(converted, Path(checkpoint), autoencoder)
+    return converted
+
+
+def check_weights(converted: Converted, checkpoint: Path, autoencoder: str | Path | None) -> None:
+    """A CheckpointError naming the file unless every converted weight is finite (NaN in, NaN images out)."""
+    import torch
+
+    from ..model_files import check_finite
+    from .checkpoint import CheckpointError
+
+    codec_file = checkpoint if autoencoder is None else Path(autoencoder)
+    for module, source in [(converted.net, checkpoint), (converted.codec, codec_file),
+                           *((part, checkpoint) for part in converted.parts.values())]:
+        if isinstance(module, torch.nn.Module):
+            try:
+                check_finite(module, source)
+            except ValueError as error:
+                raise CheckpointError(str(error)) from None
 
 
 def write_converted(converted: Converted, folder: str | Path, *, overwrite: bool = False) -> Path:

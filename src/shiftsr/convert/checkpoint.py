@@ -82,16 +82,21 @@ def load_strict(module: torch.nn.Module, state: Mapping[str, Tensor], path: str 
     ignore: suffixes of checkpoint keys that the official code stores but never uses (e.g. Swin `attn_mask`).
     """
     state = {k: v for k, v in state.items() if not k.endswith(ignore)}
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in set(own) & set(state)
-                    if state[k].shape != own[k].shape)
-    problems = [f"{label} {describe_keys(keys)}" for label, keys in
-                (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if keys]
+    own = {k: v.shape for k, v in module.state_dict().items()}
+    problems = key_problems(own, {k: v.shape for k, v in state.items()})
     if problems:
         raise CheckpointError(f"{path}: does not fit {type(module).__name__}: " + "; ".join(problems))
     module.load_state_dict(state, strict=True)
+
+
+def key_problems(own: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """The missing, unexpected and wrongly shaped keys of found (key -> shape) against a module's own, described."""
+    missing = sorted(own.keys() - found.keys())
+    unexpected = sorted(found.keys() - own.keys())
+    shapes = sorted(f"{k} {tuple(found[k])} != {tuple(own[k])}" for k in own.keys() & found.keys()
+                    if tuple(found[k]) != tuple(own[k]))
+    return [f"{label} {describe_keys(keys)}" for label, keys in
+            (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if keys]
 
 
 def describe_keys(keys: list[str], shown: int = 5) -> str:

@@ -1,91 +1,161 @@
-"""ResShift and SinSR checkpoints (Yue et al. 2023; Wang et al. 2024): config from shapes, strict load, bundle facts.
+"""ResShift and SinSR checkpoints (Yue et al. 2023; Wang et al. 2024): config from shapes, strict load, the bundle.
 
 Modelled on spandrel's ArchSupport. Every released diffusion checkpoint (ResShift v1, v2, v3, bicsr; SinSR v1, v2)
 is one UNetModelSwin layout: 564 tensors (540 parameters, 118,593,583 values; 18 relative_position_index and 6
-attn_mask buffers); the autoencoder_vq_f4.pth they share is VQModelTorch: 205 tensors, 55,322,782 values.
+attn_mask buffers); the autoencoder_vq_f4.pth they share is VQModelTorch: 205 tensors, 55,322,782 values, a plain
+state dict (the official trainer.py:457 loads it with load_state_dict(ckpt, True)).
 Read from the shapes: model_channels, channel_mult, num_res_blocks, where the Swin layers sit, swin_embed_dim,
 heads, depth, mlp_ratio, window size, scale-shift norm, in / out channels, and (from the attn_mask shapes)
-the image_size the model was built for. The variant (which process it was trained for) is not in the file:
-it comes from the caller or the released file name. Facts in VARIANTS are read from the official configs,
-inference_resshift.py, sampler.py and models/gaussian_diffusion.py, and checked against a run of that code in
+the image_size the model was built for. The variant (which process it was trained for) is not in the file: it is
+the architecture name given to `shiftsr convert`; a released file name that names another variant is refused.
+Facts in VARIANTS are read from the official configs, inference scripts, sampler.py and
+models/gaussian_diffusion.py (lines in the model card), and checked against runs of that code in
 tests/test_official_resshift.py.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from .. import __version__
+from ..bundle import BundleSettings, SamplerDefaults
+from ..denoisers.codecs import VQF4Codec
 from ..networks.resshift_unet import ResShiftUNet
 from ..networks.vq_f4 import VQF4Autoencoder
+from . import Converted
 from .checkpoint import CheckpointError, load_strict, read_checkpoint
 
 LQ_CHANNELS = 3  # every released model concatenates the RGB LR image (lq_size == image_size: no feature extractor)
-RESSHIFT_LICENCE = ("S-Lab License 1.0 (zsyOAOA/ResShift LICENSE): redistribution and use for non-commercial "
-                    "purposes only; commercial use needs the authors' permission")
-SINSR_LICENCE = ("CC BY-NC-SA 4.0 (wyf0912/SinSR LICENSE): academic research use only, non-commercial, "
-                 "share-alike; the teacher is ResShift v1 (S-Lab License 1.0)")
-ETA_FORMULA = ("sqrt(eta_t) = eta_start * (etas_end / eta_start)^(((t - 1) / (T - 1))^power), t = 1..T, "
-               "eta_start = min(min_noise_level / kappa, min_noise_level) (SinSR: also min with sqrt(0.001), "
-               "which changes nothing for its config); models/gaussian_diffusion.py get_named_eta_schedule")
-# how the official sampler (ResShiftSampler.sample_func / SinSR Sampler.sample_func) treats an LR image
-LR_PATH = ("LR in [0, 1] -> y0 = 2 LR - 1 -> reflect-pad bottom/right to multiples of 64 (lq_size) -> "
-           "z_y = VQ.encode(F.interpolate(y0, scale_factor=4, mode='bicubic')) * scale_factor -> "
-           "x_T = z_y + kappa sqrt(eta_T) eps -> each step: net(x_t / sqrt(kappa^2 eta_t + 1), t - 1, lq=y0) "
-           "predicts x0 (no clipping in latent space) -> VQ.decode(x_0 / scale_factor), quantised -> crop to "
-           "4 x the LR size -> clamp to [-1, 1] -> (x + 1) / 2")
-_COMMON = dict(kappa=2.0, power=0.3, etas_end=0.99, scale_factor=1.0, normalize_input=True, latent_flag=True, sf=4,
-               pad_multiple=64, chop_size=512, chop_stride=448, prediction="x0 (predict_type xstart)",
-               time_input="0-based index t - 1, T - 1 first (respacing is the identity)",
-               input_scale="1 / sqrt(kappa^2 eta_t + 1) (normalize_input with latent_flag)",
-               autoencoder="autoencoder_vq_f4.pth (github.com/zsyOAOA/ResShift releases v2.0)",
-               decode_quantizes=True, lr_path=LR_PATH, eta_formula=ETA_FORMULA)
-_RELEASES = "https://github.com/zsyOAOA/ResShift/releases/download/v2.0/"
+# bf16 autocast of the UNet on a CPU moves the final latent of the tests' reduced random models by 1-2% of its std
+# on average (max 0.03-0.08 against std 0.57), in line with the official scripts, which run the UNet under fp16
+# autocast (ResShift inference_resshift.py:176, sampler.py:185; SinSR inference.py:118, sampler.py:86-88); fp16 is
+# not listed: the pipeline runs fp32 or bf16, and many CPU kernels lack fp16
+DTYPES = ["fp32", "bf16"]
 
 
-def _resshift(name: str, config: str, steps: int, min_noise_level: float, description: str) -> dict:
-    return dict(_COMMON, checkpoint=_RELEASES + name, config=config, num_steps=steps, min_noise_level=min_noise_level,
-                sampling_steps=steps, licence=RESSHIFT_LICENCE,
-                source=f"zsyOAOA/ResShift ({description}; Yue et al. 2023, NeurIPS / journal version 2024)")
+@dataclass(frozen=True)
+class Repo:
+    """An official repository: where its code is, its licence, and the lines each step of its sampler sits on."""
+
+    name: str
+    commit: str
+    licence: str
+    paper: str
+    code: tuple[tuple[str, str], ...]  # (what the official code does, file:lines)
 
 
-VARIANTS: dict[str, dict] = {
-    "resshift-v1": _resshift("resshift_realsrx4_s15_v1.pth", "configs/realsr_swinunet_realesrgan256.yaml", 15, 0.04,
-                             "real-world x4, 15 steps, NeurIPS paper model"),
-    "resshift-v2": _resshift("resshift_realsrx4_s15_v2.pth", "configs/realsr_swinunet_realesrgan256.yaml", 15, 0.04,
-                             "real-world x4, 15 steps, a second checkpoint of the v1 configuration"),
-    "resshift-v3": _resshift("resshift_realsrx4_s4_v3.pth", "configs/realsr_swinunet_realesrgan256_journal.yaml", 4,
-                             0.2, "real-world x4, 4 steps, journal model trained with an LPIPS loss"),
-    "resshift-bicsr": _resshift("resshift_bicsrx4_s4.pth", "configs/bicx4_swinunet_lpips.yaml", 4, 0.2,
-                                "bicubic (MATLAB imresize) x4, 4 steps, LPIPS loss"),
-    "sinsr": dict(_COMMON, checkpoint="https://github.com/wyf0912/SinSR/releases/download/v1.0/SinSR_v1.pth "
-                  "(SinSR_v2.pth: the same layout and process)", config="configs/SinSR.yaml", num_steps=15,
-                  min_noise_level=0.04, sampling_steps=1, licence=SINSR_LICENCE,
-                  source="wyf0912/SinSR (one-step distillation of ResShift v1; Wang et al. 2024, CVPR): "
-                  "inference.py --one_step returns the x0 prediction at t = T (the step noise is drawn and unused)"),
+_GD = "models/gaussian_diffusion.py"
+RESSHIFT = Repo(
+    "zsyOAOA/ResShift", "3ce1d81e8402fd50083809ae288a3977f6921bdd",
+    "S-Lab License 1.0 (zsyOAOA/ResShift LICENSE): redistribution and use for non-commercial purposes only; "
+    "commercial use needs the authors' permission",
+    "Yue et al., ResShift: Efficient Diffusion Model for Image Super-resolution by Residual Shifting, NeurIPS 2023 "
+    "(journal version TPAMI 2024)",
+    (("LR in [-1, 1] reflect-padded bottom/right to a multiple of lq_size", "sampler.py:130-137, "
+      "inference_resshift.py:178"),
+     ("z_y = VQ.encode(F.interpolate(y0, scale_factor=sf, mode='bicubic')) * scale_factor", f"{_GD}:500-515"),
+     ("x_T = z_y + kappa sqrt(eta_T) eps (the first draw)", f"{_GD}:442-449, 517-529"),
+     ("sqrt(eta_t) = eta_start * (etas_end / eta_start)^(((t - 1) / (T - 1))^power), "
+      "eta_start = min(min_noise_level / kappa, min_noise_level)", f"{_GD}:53-58"),
+     ("steps at indices T - 1 .. 0: x0 = net(x_t / sqrt(kappa^2 eta_t + 1), index, lq=y0)",
+      f"{_GD}:451-458, 266, 598-603"),
+     ("posterior mean (eta_{t-1} / eta_t) x_t + (alpha_t / eta_t) x0, variance kappa^2 eta_{t-1} alpha_t / eta_t",
+      f"{_GD}:150-161, 219-220"),
+     ("one draw per step, multiplied by 0 at index 0", f"{_GD}:358-364"),
+     ("VQ.decode(x0 / scale_factor) through the codebook", f"{_GD}:474-498, ldm/models/autoencoder.py:33-40"),
+     ("cropped to sf x the LR, clamped to [-1, 1]", "sampler.py:162-166")))
+SINSR = Repo(
+    "wyf0912/SinSR", "f1735490e980162435391162ddd18c0642327c5b",
+    "CC BY-NC-SA 4.0 (wyf0912/SinSR LICENSE): non-commercial, share-alike; the teacher it is distilled from is "
+    "ResShift v1 (S-Lab License 1.0)",
+    "Wang et al., SinSR: Diffusion-Based Image Super-Resolution in a Single Step, CVPR 2024",
+    (("LR in [-1, 1] reflect-padded bottom/right to a multiple of desired_min_size = 64", "sampler.py:30, 123-131"),
+     ("z_y = VQ.encode(F.interpolate(y0, scale_factor=sf, mode='bicubic')) * scale_factor", f"{_GD}:692-704"),
+     ("x_T = z_y + kappa sqrt(eta_T) eps (the first draw)", f"{_GD}:640-647, 705-717"),
+     ("sqrt(eta_t) as ResShift, eta_start also min'ed with sqrt(0.001) (no effect for this config)",
+      f"{_GD}:51-56"),
+     ("--one_step: x0 = net(x_T / sqrt(kappa^2 eta_T + 1), T - 1, lq=y0) is the answer; the step's draw is unused",
+      f"inference.py:21, {_GD}:649-672, 271, 948-953"),
+     ("VQ.decode(x0 / scale_factor) through the codebook", f"{_GD}:676-690"),
+     ("cropped to sf x the LR, clamped to [-1, 1]", "sampler.py:163-168")))
+
+# the released config's constants the bundle rests on: (config key, value or None = the variant's, shiftsr use)
+CONSTANTS = (
+    ("diffusion.params.steps", None, "process.num_steps (T)"),
+    ("diffusion.params.kappa", 2.0, "process.kappa"),
+    ("diffusion.params.schedule_kwargs.power", 0.3, "process.power"),
+    ("diffusion.params.etas_end", 0.99, "process variant official: eta_T = 0.99^2"),
+    ("diffusion.params.min_noise_level", None, "process.min_noise_level: eta_1 = min(m / kappa, m)^2"),
+    ("diffusion.params.schedule_name", "exponential", "process variant official (ResShift Eq. 10)"),
+    ("diffusion.params.predict_type", "xstart", "prediction_type sample"),
+    ("diffusion.params.timestep_respacing", "~ (none)", "timestep index: the network sees t - 1"),
+    ("diffusion.params.scale_factor", 1.0, "codec vq_f4: the latent unscaled"),
+    ("diffusion.params.normalize_input", True, "input_scale resshift"),
+    ("diffusion.params.latent_flag", True, "input_scale resshift: 1 / sqrt(kappa^2 eta_t + 1)"),
+    ("diffusion.params.sf", 4, "scale; preprocessor torch_bicubic (x sf, unclamped)"),
+    ("model.params.lq_size", 64, "lr_multiple (the sampler pads the LR to it)"),
+    ("autoencoder.use_fp16", True, "not followed: shiftsr runs the VQ-f4 in fp32"),
+)
+SF = 4
+RELEASES = "https://github.com/zsyOAOA/ResShift/releases/download/v2.0/"
+AUTOENCODER_URL = RELEASES + "autoencoder_vq_f4.pth"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One released model: its file, the config it was trained with (lines of CONSTANTS in it) and its sampler."""
+
+    title: str
+    repo: Repo
+    files: tuple[str, ...]  # released file names
+    url: str
+    config: str
+    num_steps: int
+    min_noise_level: float
+    sampling_steps: int
+    lines: tuple[int | None, ...]  # the line of each CONSTANTS key in config; None: not in the file
+
+    @property
+    def process(self) -> dict:
+        """The shiftsr process of the config: ResShiftProcess with the official eta table."""
+        return {"kind": "resshift", "num_steps": self.num_steps, "kappa": CONSTANTS[1][1],
+                "power": CONSTANTS[2][1], "variant": "official", "min_noise_level": self.min_noise_level}
+
+
+_REALSR, _JOURNAL = "configs/realsr_swinunet_realesrgan256.yaml", "configs/realsr_swinunet_realesrgan256_journal.yaml"
+_V1_LINES = (37, 39, 35, 36, 38, 33, 41, 42, 43, 44, 45, 32, 27, 50)
+VARIANTS: dict[str, Variant] = {
+    "resshift-v1": Variant("ResShift v1: real-world x4, 15 steps (the NeurIPS paper model)", RESSHIFT,
+                           ("resshift_realsrx4_s15_v1.pth",), RELEASES + "resshift_realsrx4_s15_v1.pth", _REALSR,
+                           15, 0.04, 15, _V1_LINES),
+    "resshift-v2": Variant("ResShift v2: real-world x4, 15 steps (a second checkpoint of the v1 configuration)",
+                           RESSHIFT, ("resshift_realsrx4_s15_v2.pth",), RELEASES + "resshift_realsrx4_s15_v2.pth",
+                           _REALSR, 15, 0.04, 15, _V1_LINES),
+    "resshift-v3": Variant("ResShift v3: real-world x4, 4 steps (the journal model, trained with an LPIPS loss)",
+                           RESSHIFT, ("resshift_realsrx4_s4_v3.pth",), RELEASES + "resshift_realsrx4_s4_v3.pth",
+                           _JOURNAL, 4, 0.2, 4, (61, 63, 59, 60, 62, 57, 65, 66, 67, 68, 69, 56, 51, 7)),
+    "resshift-bicsr": Variant("ResShift bicsr: bicubic (MATLAB imresize) x4, 4 steps, LPIPS loss", RESSHIFT,
+                              ("resshift_bicsrx4_s4.pth",), RELEASES + "resshift_bicsrx4_s4.pth",
+                              "configs/bicx4_swinunet_lpips.yaml", 4, 0.2, 4,
+                              (60, 62, 58, 59, 61, 56, 64, 65, 66, 67, 68, 55, 50, 7)),
+    "sinsr": Variant("SinSR: real-world x4 in one step (distilled from ResShift v1)", SINSR,
+                     ("SinSR_v1.pth", "SinSR_v2.pth"),
+                     "https://github.com/wyf0912/SinSR/releases/download/v1.0/SinSR_v1.pth (or SinSR_v2.pth)",
+                     "configs/SinSR.yaml", 15, 0.04, 1, (34, 36, 32, 33, 35, 30, 38, 39, 40, 41, 42, 29, None, 47)),
 }
-FILE_NAMES = {"resshift_realsrx4_s15_v1": "resshift-v1", "resshift_realsrx4_s15_v2": "resshift-v2",
-              "resshift_realsrx4_s4_v3": "resshift-v3", "resshift_bicsrx4_s4": "resshift-bicsr",
-              "sinsr_v1": "sinsr", "sinsr_v2": "sinsr"}
-
-
-def variant_facts(variant: str) -> dict:
-    """The facts a bundle needs for a variant, plus `process`: ResShiftProcess keyword arguments for its schedule."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown ResShift variant {variant!r}; allowed: {', '.join(VARIANTS)}")
-    facts = dict(VARIANTS[variant])
-    facts["process"] = dict(num_steps=facts["num_steps"], kappa=facts["kappa"], power=facts["power"],
-                            variant="official", min_noise_level=facts["min_noise_level"])
-    return facts
 
 
 def variant_from_name(path: str | Path) -> str | None:
     """The variant a released file name stands for (resshift_realsrx4_s4_v3.pth -> resshift-v3), else None."""
-    return FILE_NAMES.get(Path(path).stem.lower())
+    name = Path(path).name.lower()
+    return next((arch for arch, v in VARIANTS.items() if name in (f.lower() for f in v.files)), None)
 
 
 def _shape(state: Mapping[str, Tensor], key: str, *, source: str, what: str) -> torch.Size:
@@ -185,11 +255,83 @@ def load_vq_f4(path: str | Path) -> VQF4Autoencoder:
     return vq.requires_grad_(False).eval()
 
 
-def load_official(checkpoint: str | Path, autoencoder: str | Path, variant: str | None = None
-                  ) -> tuple[ResShiftUNet, VQF4Autoencoder, dict]:
-    """(network, autoencoder, facts) for an official checkpoint; variant defaults to the one its file name names."""
-    variant = variant or variant_from_name(checkpoint)
-    if variant is None:
-        raise ValueError(f"{checkpoint}: cannot tell the variant from the file name; pass one of "
-                         f"{', '.join(VARIANTS)}")
-    return load_resshift_unet(checkpoint), load_vq_f4(autoencoder), variant_facts(variant)
+def to_bundle(arch: str, checkpoint: Path, autoencoder: Path | None, **flags) -> Converted:
+    """The shiftsr bundle of an official ResShift / SinSR checkpoint and its VQ-f4: the official sampler's settings."""
+    variant = VARIANTS[arch]
+    if flags:
+        raise ValueError(f"{arch}: takes no --flag (got {', '.join(flags)}); the variant fixes every setting")
+    if autoencoder is None:
+        raise ValueError(f"{arch}: needs --autoencoder, the VQ-f4 file the model works in (autoencoder_vq_f4.pth, "
+                         f"{AUTOENCODER_URL})")
+    named = variant_from_name(checkpoint)
+    if named not in (None, arch):
+        raise ValueError(f"{checkpoint}: the file name is that of the released {named}, not {arch}; convert it "
+                         f"as {named} (the variant fixes the process and the steps)")
+    net, vq = load_resshift_unet(checkpoint), load_vq_f4(autoencoder)
+    if vq.scale != SF or vq.config.in_channels != 3 or vq.channels != net.config.in_channels:
+        raise CheckpointError(f"{autoencoder}: a {vq.channels}-channel autoencoder down-sampling by {vq.scale} does "
+                              f"not fit {checkpoint} (x{SF}, {net.config.in_channels}-channel latents)")
+    settings = BundleSettings(
+        network="ResShiftUNet", process=variant.process, scale=SF, prediction_type="sample", timestep="index",
+        input_scale="resshift", preprocessor="torch_bicubic", condition="lr", codec={"kind": "vq_f4",
+                                                                                      "folder": "codec"},
+        lr_multiple=net.config.image_size, dtypes=list(DTYPES),
+        sampler=SamplerDefaults(method="resshift", steps=variant.sampling_steps, order=1, samples=1))
+    return Converted(net, settings, model_card(arch, checkpoint, autoencoder, net, vq), codec=VQF4Codec(vq))
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 16 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while piece := stream.read(1 << 24):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def _count(module: torch.nn.Module) -> str:
+    return f"{sum(p.numel() for p in module.parameters()):,}"
+
+
+def model_card(arch: str, checkpoint: Path, autoencoder: Path, net: ResShiftUNet, vq: VQF4Autoencoder) -> str:
+    """The Markdown card of a converted model: source, files, licence, each constant and the line it comes from."""
+    v, repo = VARIANTS[arch], VARIANTS[arch].repo
+    config = {k: list(x) if isinstance(x, tuple) else x for k, x in net.config.items() if not k.startswith("_")}
+    rows = []
+    for (key, value, use), line in zip(CONSTANTS, v.lines):
+        value = {"diffusion.params.steps": v.num_steps, "diffusion.params.min_noise_level": v.min_noise_level}.get(
+            key, value)
+        where = f"{v.config}:{line}" if line else f"absent; sampler.py:30 desired_min_size={value}"
+        rows.append(f"| `{key}` | {value} | {where} | {use} |")
+    steps = (f"{v.sampling_steps} steps, every step of the chain ({_GD}:451)" if v.sampling_steps == v.num_steps
+             else f"{v.sampling_steps} step: the x0 prediction at t = T (inference.py --one_step)")
+    code = [f"| {what} | {where} |" for what, where in repo.code]
+    command = (f"shiftsr convert {arch} --checkpoint {checkpoint.name} --autoencoder {autoencoder.name} "
+               "-o MODEL_FOLDER")
+    return "\n".join([
+        f"# {v.title}, converted", "",
+        f"The authors' released weights, converted by `shiftsr convert` (shiftsr {__version__}) and loaded strictly "
+        "into shiftsr's own networks (`ResShiftUNet`, `VQF4Autoencoder`); `shiftsr upscale -m MODEL_FOLDER` runs "
+        "the official sampler.", "",
+        f"- Source: [{repo.name}](https://github.com/{repo.name}) at commit {repo.commit}; {repo.paper}.",
+        f"- Checkpoint: `{checkpoint.name}` (SHA-256 {sha256(checkpoint)}), released at {v.url}.",
+        f"- Autoencoder: `{autoencoder.name}` (SHA-256 {sha256(autoencoder)}), released at {AUTOENCODER_URL}.",
+        f"- Licence: {repo.licence}. The conversion changes nothing about it.",
+        f"- Networks: ResShiftUNet, {_count(net)} parameters, read from the checkpoint's shapes: `{config}`; "
+        f"VQF4Autoencoder, {_count(vq)} parameters.",
+        f"- Made with: `{command}`.", "",
+        "## Sampling", "",
+        f"Method `resshift` (ResShift Eq. 6-7), {steps}; one sample, noise drawn on the CPU from the seed. "
+        f"The LR is reflect-padded to a multiple of {net.config.image_size} (the network's build size, the "
+        "multiple the official sampler pads to), brought x4 with torch's bicubic (unclamped), encoded without "
+        "quantisation; the result is decoded through the codebook, cropped and clamped. Network precision: fp32 "
+        "(the default on a CPU) or "
+        "bf16 (the official scripts run the UNet under fp16 autocast on a GPU). One difference: the official "
+        "scripts cut an LR larger than --chop_size 512 into 512-pixel pieces with stride 448 and blend the "
+        "results; shiftsr samples the whole image, or the tiles of --tile blended at every step.", "",
+        f"## Constants ({repo.name} `{v.config}`)", "",
+        "| official key | value | source | shiftsr |", "|---|---|---|---|", *rows, "",
+        "## The official inference path", "",
+        "| step | official code |", "|---|---|", *code, "",
+        "Checked by tests/test_official_resshift.py: a bundle converted from reduced random weights in this layout "
+        "reproduces the image of the official sampler run on the same weights and draws within 1e-4.", ""])

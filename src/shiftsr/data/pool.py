@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,6 +52,16 @@ def load_pool(path: str | Path) -> dict[str, Tensor]:
     return pool
 
 
+def load_pool_parts(pattern: str | Path) -> dict[str, Tensor]:
+    """One pool from a file or from every file a glob matches (the parts of a pool made in several runs), in
+    sorted order; ValueError naming the pattern when nothing matches."""
+    paths = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
+    if not paths:
+        raise ValueError(f"{pattern}: no pool file matches")
+    parts = [load_pool(path) for path in paths]
+    return {key: torch.cat([part[key] for part in parts]) for key in ("hr", "xh")}
+
+
 class PoolPairs:
     """Endless (hr, xh) batches in [0, 1] drawn from a pool with the 8 dihedral transforms."""
 
@@ -76,7 +87,12 @@ class PoolPairs:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """python -m shiftsr.data.pool --data DIR --preset realesrgan --preprocessor realesrgan_x4plus -o POOL."""
+    """python -m shiftsr.data.pool --data DIR --preset realesrgan --preprocessor realesrgan_x4plus -o POOL.
+
+    --val-images N leaves out the N images a recipe with data.val_images N validates on (the same split), so
+    that no pool part holds a crop of them; parts made with different --seed values join through a glob.
+    """
+    from ..training.validation import split_held_out
     from .degradations import load_preset
     from .pairs import load_training_images
     from .real_pairs import RealPairs
@@ -90,11 +106,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-images", type=int, default=0, help="held-out images to leave out (data.val_images)")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.output.exists():
         raise SystemExit(f"{args.output}: exists; remove it first")
-    images = load_training_images(args.data, min_side=args.patch)
+    images = split_held_out(load_training_images(args.data, min_side=args.patch), args.val_images)[0]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     stream = iter(RealPairs(images, patch=args.patch, scale=args.scale, batch=8, seed=args.seed,
                             config=load_preset(args.preset)))
     save_pool(args.output, build_pool(stream, build_preprocessor(args.preprocessor, "cpu"), count=args.count))

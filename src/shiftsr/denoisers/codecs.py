@@ -7,6 +7,7 @@ convention of every diffusion model here. Decoded images are not clamped.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,6 +16,34 @@ from torch import Tensor
 
 CODEC_KINDS = ("space_to_depth", "identity", "autoencoder_kl", "vq_f4")
 FOLDER_CODECS = ("autoencoder_kl", "vq_f4")  # codecs with weights, stored in the bundle's spec["folder"]
+MAX_FACTOR = 64
+
+
+@dataclass
+class CodecSpec:
+    """A bundle's codec record: its kind, a space-to-depth factor, the sub-folder of an autoencoder's weights, and
+    whether an autoencoder_kl encodes by sampling its posterior."""
+
+    kind: str
+    factor: int | None = None
+    folder: str | None = None
+    sample: bool = False
+
+
+def check_codec_spec(spec, source: str) -> None:
+    """Raise ValueError (naming source and the key) unless spec is a codec record build_codec can use."""
+    from ..typed import build_typed
+
+    codec = build_typed(CodecSpec, spec, source, path="codec.")
+    if codec.kind not in CODEC_KINDS:
+        raise ValueError(f"{source}: codec.kind: {codec.kind!r} is not allowed; allowed: {', '.join(CODEC_KINDS)}")
+    if codec.kind == "space_to_depth" and not 1 <= (codec.factor or 0) <= MAX_FACTOR:
+        raise ValueError(f"{source}: codec.factor: space_to_depth needs a whole number from 1 to {MAX_FACTOR}, "
+                         f"got {codec.factor!r}")
+    if codec.kind in FOLDER_CODECS and (not codec.folder or Path(codec.folder).name != codec.folder
+                                        or codec.folder.startswith(".")):
+        raise ValueError(f"{source}: codec.folder: {codec.kind} needs the name of a sub-folder of the model "
+                         f"folder, got {codec.folder!r}")
 
 
 class Codec(torch.nn.Module):
@@ -162,7 +191,8 @@ def load_autoencoder(folder: Path):
     """A frozen diffusers AutoencoderKL in eval mode, with a clear error when the folder holds none."""
     from diffusers import AutoencoderKL
 
+    from ..bundle import load_part
+
     if not (Path(folder) / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no autoencoder here (no config.json); train one with model.kind autoencoder")
-    vae = AutoencoderKL.from_pretrained(folder)
-    return vae.requires_grad_(False).eval()
+    return load_part(AutoencoderKL, Path(folder)).requires_grad_(False)

@@ -80,16 +80,16 @@ class PredictionDenoiser(torch.nn.Module):
         if not torch.is_tensor(out) or out.shape != x_t.shape:
             shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
             raise ValueError(f"network output must match x_t shape {tuple(x_t.shape)}, got {shape}")
-        a, b, s = (_per_sample(c, x_t) for c in self.process.coefficients(t))
-        x0 = self._to_x0(out, x_t, a, b, s, cond)
+        x0 = self._to_x0(out, x_t, t, cond)
         return x0.clamp(-1, 1) if self.clip else x0
 
-    def _to_x0(self, out: Tensor, x_t: Tensor, a: Tensor, b: Tensor, s: Tensor, cond) -> Tensor:
-        """Invert the prediction parametrisation given the marginal coefficients a, b, s."""
+    def _to_x0(self, out: Tensor, x_t: Tensor, t: Tensor, cond) -> Tensor:
+        """Invert the prediction parametrisation; epsilon and v need the marginal coefficients a, b, s at t."""
         if self.prediction_type == "sample":
             return out
         if self.prediction_type == "residual":
             return _require_tensor(cond, "prediction_type='residual'") + out
+        a, b, s = (_per_sample(c, x_t) for c in self.process.coefficients(t))
         if self.prediction_type == "epsilon":
             if bool((a <= 0).any()):
                 raise ValueError("epsilon prediction needs a(t) > 0 to recover x0; the process has a(t) <= 0 here")

@@ -54,6 +54,18 @@ def _window(start: int, size: int, length: int, overlap: int) -> Tensor:
     return weight
 
 
+def tile_layout(height: int, width: int, *, tile: int, overlap: int, device=None
+                ) -> tuple[tuple[int, int], dict[int, Tensor], dict[int, Tensor]]:
+    """((tile_h, tile_w), {row start: 1-D weight}, {column start: 1-D weight}) of the tiles over a height x width
+    image: every tile - overlap pixels, the last flush with the border; the weight of tile (y, x) is their outer
+    product."""
+    tile_h, tile_w = min(tile, height), min(tile, width)
+    stride = tile - overlap
+    rows = {y: _window(y, tile_h, height, overlap).to(device) for y in _starts(height, tile_h, stride)}
+    cols = {x: _window(x, tile_w, width, overlap).to(device) for x in _starts(width, tile_w, stride)}
+    return (tile_h, tile_w), rows, cols
+
+
 class TiledDenoiser(torch.nn.Module):
     """Blend a base denoiser's x0 over overlapping tiles, weighted as in Mixture of Diffusers (Jimenez 2023)."""
 
@@ -88,10 +100,8 @@ class TiledDenoiser(torch.nn.Module):
         batch, _, height, width = x_t.shape
         if height <= self.tile and width <= self.tile:
             return self.base(x_t, t, cond)
-        tile_h, tile_w = min(self.tile, height), min(self.tile, width)
-        stride = self.tile - self.overlap
-        rows = {y: _window(y, tile_h, height, self.overlap).to(x_t.device) for y in _starts(height, tile_h, stride)}
-        cols = {x: _window(x, tile_w, width, self.overlap).to(x_t.device) for x in _starts(width, tile_w, stride)}
+        (tile_h, tile_w), rows, cols = tile_layout(height, width, tile=self.tile, overlap=self.overlap,
+                                                   device=x_t.device)
         tiles = [(y, x) for y in rows for x in cols]
         weight_sum = torch.zeros(height, width, device=x_t.device)
         out = None
@@ -101,7 +111,7 @@ class TiledDenoiser(torch.nn.Module):
             x0 = self.base(
                 torch.cat([x_t[..., ys, xs] for ys, xs in crops]),
                 t.repeat(len(chunk)),
-                _split_cond(cond, crops, batch, (height, width)),
+                split_cond(cond, crops, batch, (height, width)),
             )
             if out is None:
                 accumulate = torch.promote_types(x0.dtype, torch.float32)
@@ -113,7 +123,7 @@ class TiledDenoiser(torch.nn.Module):
         return (out / weight_sum.to(out.dtype)).to(x0.dtype)
 
 
-def _split_cond(cond, crops: list[tuple[slice, slice]], batch: int, size: tuple[int, int]):
+def split_cond(cond, crops: list[tuple[slice, slice]], batch: int, size: tuple[int, int]):
     """Batch cond like the stacked x_t tiles: crop image-sized Tensors, repeat other Tensors."""
     if isinstance(cond, dict):
         return {key: _split_leaf(value, crops, batch, size) for key, value in cond.items()}
@@ -136,3 +146,23 @@ def _split_leaf(value, crops: list[tuple[slice, slice]], batch: int, size: tuple
             f"{size[0]}x{size[1]}"
         )
     return value.repeat(len(crops), *([1] * (value.ndim - 1)))
+
+
+def tiled_decode(decode: Callable[[Tensor], Tensor], z: Tensor, *, tile: int, overlap: int, scale: int) -> Tensor:
+    """decode(z) from overlapping tile x tile latent tiles, blended in image space with the tiles' windows
+    (their overlap times the codec's scale), so a large latent decodes in the memory of one tile."""
+    height, width = z.shape[-2:]
+    (tile_h, tile_w), rows, cols = tile_layout(height, width, tile=tile, overlap=overlap)
+    image_rows = {y: _window(y * scale, tile_h * scale, height * scale, overlap * scale).to(z.device) for y in rows}
+    image_cols = {x: _window(x * scale, tile_w * scale, width * scale, overlap * scale).to(z.device) for x in cols}
+    out, weight_sum = None, torch.zeros(height * scale, width * scale, device=z.device)
+    for y in rows:
+        for x in cols:
+            piece = decode(z[..., y:y + tile_h, x:x + tile_w]).float()
+            if out is None:
+                out = torch.zeros(z.shape[0], piece.shape[1], height * scale, width * scale, device=z.device)
+            ys, xs = slice(y * scale, (y + tile_h) * scale), slice(x * scale, (x + tile_w) * scale)
+            w = torch.outer(image_rows[y], image_cols[x])
+            weight_sum[ys, xs] += w
+            out[..., ys, xs] += piece * w
+    return out / weight_sum

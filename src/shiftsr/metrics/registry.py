@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-from . import fid, stlpips
+from . import fid, niqe, stlpips
 from .base import Metric, MetricInfo
 from .fidelity import PSNR_INFO, SSIM_INFO, LumaMetric, psnr_y, ssim_y
 
@@ -61,3 +61,4 @@ register(SSIM_INFO, partial(LumaMetric, SSIM_INFO, ssim_y))
 register(stlpips.INFOS["alex"], partial(stlpips.STLPIPSMetric, "alex"), aliases=("stlpips",))
 register(stlpips.INFOS["vgg"], partial(stlpips.STLPIPSMetric, "vgg"))
 register(fid.INFO, fid.FID)
+register(niqe.INFO, niqe.NIQE)

@@ -100,7 +100,9 @@ def realesrgan_x4plus(device: str | torch.device = "cpu", dtype: torch.dtype = t
         net = RRDBNet()
     net.to_empty(device=device)
     load_ncnn_into(net, _x4plus_layers())
-    return net.to(dtype=dtype).eval().requires_grad_(False)
+    if dtype != torch.float32:  # ModelMixin.to(dtype) warns about fp32 modules, even for none
+        net = net.to(dtype=dtype)
+    return net.eval().requires_grad_(False)
 
 
 @lru_cache(maxsize=1)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..samplers.common import combine
+
 RULES = ("paper", "kl", "table")
 # Diff-SR Sec. 3.4 / 4.3: about 20% of T at 2x, 40% at 4x, 50-65% at 8x (mid-band 57.5%); 0 at 1x (nothing lost)
 PAPER_LOG2_SCALES, PAPER_FRACTIONS = (0.0, 1.0, 2.0, 3.0), (0.0, 0.2, 0.4, 0.575)
@@ -32,19 +34,26 @@ def start_state(process, estimate: Tensor | None, y: Tensor | None, t: float, no
     if estimate is None:
         return noise
     a, b, s = (float(c) for c in process.coefficients(t))
-    x = a * estimate + s * noise
-    return x if b == 0 else x + b * y
+    if b != 0 and y is None:
+        raise ValueError("start_state: this process shifts the mean to y (b(t) != 0); pass y")
+    return combine(estimate, a, [(s, noise), (b, y)], fresh=True)  # one pass per term
 
 
 def start_time(process, family: str, *, factor: float, direct: bool, table: NoiseTable | None = None,
                x_up: Tensor | None = None) -> float | None:
     """The time a family's chain starts at for an upscale by `factor`; None when it depends on the image (no x_up).
 
+    A regressor (no diffusion network) starts and ends at 0: its estimate is the answer, at any size by resizing.
     Native sampling: t1 for DoSSR, T for ResShift and SR3. Noise injection (the prior): the model's measured
     table, else the paper's fractions up to x8, else the KL rule on x_up. A conditional model sampled directly at
     a non-native size: the shortened path from where the noise drowns the estimate's error (KL rule), or the
     whole chain when no time does (ResShift keeps a little signal at T).
     """
+    if family == "regressor":
+        if direct:
+            raise ValueError("strategy: a regressor has no chain to sample at another size; it resizes its output "
+                             "(strategy 'resize')")
+        return 0.0
     if family == "prior":
         if factor <= 1:
             raise ValueError(f"scale: noise injection upscales, the scale must exceed 1, got {factor:.4g}")

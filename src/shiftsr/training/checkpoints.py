@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -92,6 +94,7 @@ def load_checkpoint(accelerator: Accelerator, folder: Path, config: dict) -> boo
     if not folder.is_dir():
         return False
     check_settings(folder, config)
+    check_pickles(folder)
     try:
         accelerator.load_state(str(folder))
     except Exception as error:  # safetensors, pickle, zip and shape errors all mean: this folder cannot be resumed
@@ -100,6 +103,21 @@ def load_checkpoint(accelerator: Accelerator, folder: Path, config: dict) -> boo
                               "or resume from a copy of the output folder") from None
     accelerator.step = 0  # micro-batches since the last optimizer step: a checkpoint is taken right after one
     return True
+
+
+def check_pickles(folder: Path) -> None:
+    """Refuse custom states that would run code when unpickled: accelerate reads them with weights_only=False, ours
+    hold only tensors, numbers and lists (a damaged file is left to load_state, which reports it)."""
+    for path in sorted(folder.glob("custom_checkpoint_*.pkl")):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            found = re.search(r"GLOBAL (\S+)", str(error))
+            if found:
+                raise CheckpointError(f"{path}: refused: unpickling it would call {found[1]}, which could run any "
+                                      "code; a shiftsr checkpoint holds only tensors and numbers") from None
+        except Exception:  # noqa: BLE001 - damaged: load_state names it below
+            continue
 
 
 def check_settings(folder: Path, config: dict) -> None:

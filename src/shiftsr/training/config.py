@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -20,6 +21,7 @@ PREDICTIONS = ("residual", "sample")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 PREPROCESSORS = ("bicubic", "realesrgan_x4plus")
 STLPIPS_NETS = ("alex", "vgg")
+KEEP_BEST = ("", "val_psnr_y", "val_stlpips")  # lower is better for val_stlpips
 
 
 class ConfigError(ValueError):
@@ -31,7 +33,9 @@ class DataConfig:
     """Training images, crops and batch (per process); val_images of them are held out for validation.
 
     pool: a file of degraded and preprocessed pairs (python -m shiftsr.data.pool) to train on instead of fresh
-    bicubic pairs; for preprocessors too slow to run at every step.
+    bicubic pairs, for preprocessors too slow to run at every step; a glob (runs/pool_*.safetensors) joins the
+    parts of a pool made in several runs. val_degradation: how the held-out crops' LR is made, once, at seed 0:
+    "bicubic" (the benchmark LR) or a degradation preset (realesrgan, resshift-test or a YAML file).
     """
 
     folders: list[str] = field(default_factory=lambda: ["../shared/data/train"])
@@ -41,6 +45,7 @@ class DataConfig:
     val_images: int = 4
     val_patch: int = 128
     pool: str = ""
+    val_degradation: str = "bicubic"
 
 
 @dataclass
@@ -52,6 +57,9 @@ class ModelConfig:
     from pure noise: the baseline DoSSR compares with) or "autoencoder" (a diffusers AutoencoderKL whose
     down-sampling factor is data.scale, latent_channels deep, for the kinds above to work in). prediction: "residual" (x0 - xh) or "sample" (x0).
     init_from: a model folder to start from: a prior (into cond_mode "branch") or a model of the same network.
+    identity_init: zero the output convolution after init_from (a fresh network has it zeroed already), so that
+    the residual prediction is 0 and the untrained model returns its source image exactly: training can then only
+    be judged by what it adds (ControlNet's zero convolutions, Zhang et al. 2023).
     preprocessor: how the LR reaches the model's scale (DoSSR's source image); "realesrgan_x4plus" needs data.pool.
     codec: an autoencoder's model folder (a run of kind "autoencoder") to train in its latent space; empty: pixels,
     pixel-unshuffled by data.scale. channels and num_blocks size the autoencoder too (its widest level is twice
@@ -62,6 +70,7 @@ class ModelConfig:
     prediction: str = "residual"
     cond_mode: str = "concat"
     init_from: str = ""
+    identity_init: bool = False
     preprocessor: str = "bicubic"
     codec: str = ""
     channels: int = 64
@@ -106,26 +115,39 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
-    """Where the run writes, its seed, and how often it checkpoints, validates (0: only at the end) and logs."""
+    """Where the run writes, its seed, and how often it checkpoints, validates (0: only at the end) and logs.
+
+    keep_best: a validation value (val_psnr_y, higher is better, or val_stlpips, lower) whose best EMA model is kept
+    in OUTPUT/best with its values in best/validation.json; the model before the first step is a candidate too.
+    """
 
     output: str = "runs/default"
     seed: int = 0
     checkpoint_every: int = 1000
     validate_every: int = 1000
     log_every: int = 50
+    keep_best: str = ""
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "process": ProcessConfig, "optim": OptimConfig,
             "run": RunConfig}
 CHOICES = {("model", "kind"): MODEL_KINDS, ("model", "prediction"): PREDICTIONS, ("model", "cond_mode"): COND_MODES,
            ("process", "beta_schedule"): BETA_SCHEDULES, ("optim", "mixed_precision"): MIXED_PRECISIONS,
-           ("model", "preprocessor"): PREPROCESSORS, ("optim", "stlpips_net"): STLPIPS_NETS}
+           ("model", "preprocessor"): PREPROCESSORS, ("optim", "stlpips_net"): STLPIPS_NETS,
+           ("run", "keep_best"): KEEP_BEST}
 MINIMUMS = {("data", "scale"): 1, ("data", "patch"): 1, ("data", "batch"): 1, ("data", "val_images"): 0, ("data", "val_patch"): 1,
             ("model", "channels"): 1, ("model", "num_blocks"): 1, ("model", "default_samples"): 1, ("model", "latent_channels"): 1,
             ("process", "resshift_steps"): 1, ("optim", "grad_accum"): 1,
             ("optim", "iterations"): 0, ("optim", "warmup"): 0, ("optim", "lr_min"): 0, ("optim", "weight_decay"): 0, ("optim", "stlpips_weight"): 0, ("optim", "kl_weight"): 0,
             ("optim", "ema_start"): 0, ("run", "seed"): 0, ("run", "checkpoint_every"): 1,
             ("run", "validate_every"): 0, ("run", "log_every"): 1}
+# sizes beyond these do not fit any machine (a typo such as channels: 1000000 would allocate terabytes)
+MAXIMUMS = {("data", "scale"): 16, ("data", "patch"): 4096, ("data", "batch"): 4096, ("data", "val_patch"): 4096,
+            ("data", "val_images"): 100_000, ("model", "channels"): 1024, ("model", "num_blocks"): 256,
+            ("model", "latent_channels"): 256, ("model", "default_samples"): 256, ("process", "resshift_steps"): 1000,
+            ("optim", "grad_accum"): 4096, ("optim", "iterations"): 10**9, ("optim", "warmup"): 10**9,
+            ("optim", "ema_start"): 10**9, ("run", "seed"): 2**63 - 1, ("run", "checkpoint_every"): 10**9,
+            ("run", "validate_every"): 10**9, ("run", "log_every"): 10**9}
 POSITIVES = (("process", "t1"), ("process", "kappa"), ("process", "power"), ("optim", "lr"), ("optim", "grad_clip"))
 # the flat layout of recipes before sections: these keys were renamed, every other key lives in exactly one section
 FLAT_KEYS = {"data": ("data", "folders"), "model": ("model", "kind")}
@@ -156,6 +178,8 @@ class TrainConfig:
             text = path.read_text()
         except OSError as error:
             raise ConfigError(f"{path}: cannot read the recipe ({error.strerror or error})") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not a text file ({error.reason} at byte {error.start})") from None
         try:
             data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=RecipeLoader)
         except (json.JSONDecodeError, yaml.YAMLError) as error:
@@ -209,6 +233,13 @@ class TrainConfig:
         for (section, key), low in MINIMUMS.items():
             if value(section, key) < low:
                 refuse(f"{section}.{key}", f"must be at least {low}, got {value(section, key)!r}")
+        for (section, key), high in MAXIMUMS.items():
+            if value(section, key) > high:
+                refuse(f"{section}.{key}", f"must be at most {high}, got {value(section, key)!r}")
+        for section in SECTIONS:
+            for key, number in asdict(getattr(self, section)).items():
+                if isinstance(number, float) and not math.isfinite(number):
+                    refuse(f"{section}.{key}", f"must be a finite number, got {number!r}")
         for section, key in POSITIVES:
             if not value(section, key) > 0:
                 refuse(f"{section}.{key}", f"must be positive, got {value(section, key)!r}")
@@ -226,12 +257,29 @@ class TrainConfig:
             (not m.init_from or m.kind not in ("prior", "autoencoder"), "model.init_from",
              f"a model of kind {m.kind} is trained from scratch"),
             (not m.codec or m.kind != "autoencoder", "model.codec", "an autoencoder is a codec; it has none"),
+            (not m.identity_init or (m.kind == "dossr" and m.prediction == "residual"), "model.identity_init",
+             "starts a residual-predicting dossr model at its source image; set model.prediction residual"),
+            (not self.run.keep_best or d.val_images > 0, "run.keep_best", "validates on held-out images: set "
+                                                                          "data.val_images"),
+            (d.val_degradation == "bicubic" or known_degradation(d.val_degradation), "data.val_degradation",
+             f"{d.val_degradation!r} is neither bicubic nor a degradation preset or YAML file"),
             (m.kind != "autoencoder" or (d.scale & (d.scale - 1) == 0 and d.scale > 1), "data.scale",
              f"an autoencoder down-samples by a power of two above 1, got {d.scale}"),
         )
         for ok, key, problem in rules:
             if not ok:
                 refuse(key, problem)
+
+
+def known_degradation(name: str) -> bool:
+    """Whether name is a degradation preset (shiftsr.data.degradations.PRESETS) or a readable degradation YAML."""
+    from ..data.degradations import load_preset
+
+    try:
+        load_preset(name)
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 @cache

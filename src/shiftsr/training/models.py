@@ -53,7 +53,13 @@ def build_network(cfg: TrainConfig, channels: int) -> ShiftNet:
                    out_channels=channels, channels=m.channels, num_blocks=m.num_blocks, cond_mode=m.cond_mode)
     if not m.init_from:
         return net
-    source, settings = load_bundle(m.init_from)
+    try:
+        source, settings = load_bundle(m.init_from)
+    except (OSError, ValueError) as error:  # a missing or broken model folder: the recipe's problem
+        raise ConfigError(f"model.init_from: {error}") from None
+    if not isinstance(source, ShiftNet):
+        raise ConfigError(f"model.init_from: {m.init_from}: holds a {settings.network} network; only ShiftNet models "
+                          "are trained further")
     if settings.process["kind"] == "vp":
         if m.cond_mode != "branch":
             raise ConfigError(f"{m.init_from}: is an unconditional prior; fine-tuning it needs model.cond_mode branch")
@@ -63,6 +69,9 @@ def build_network(cfg: TrainConfig, channels: int) -> ShiftNet:
     if different:
         raise ConfigError(f"{m.init_from}: its network differs from this recipe's in {', '.join(different)}")
     net.load_state_dict(source.state_dict())
+    if m.identity_init:  # the residual starts at 0: the model returns its source image until training moves it
+        torch.nn.init.zeros_(net.conv_out.weight)
+        torch.nn.init.zeros_(net.conv_out.bias)
     return net
 
 

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ..bundle import save_bundle
 from ..denoisers.prediction import PredictionDenoiser
+from ..metrics.stlpips import STLPIPS
 from .autoencoder import autoencoder_loss, build_autoencoder, latent_scaling_factor, reconstruction_psnr_y
 from .config import TrainConfig
 from .models import build_network, build_training_codec, build_training_process, bundle_settings, training_horizon
@@ -50,6 +51,7 @@ class DiffusionTask:
         self.codec = build_training_codec(cfg, device)
         self.network = build_network(cfg, self.codec.channels)
         self.settings = bundle_settings(cfg, self.process, self.network)
+        self.perceptual = None  # ST-LPIPS for validation, loaded on first use
 
     def loss(self, net: torch.nn.Module, images: tuple[Tensor, Tensor], generator: torch.Generator,
              device: torch.device, perceptual=None) -> Tensor:
@@ -64,8 +66,10 @@ class DiffusionTask:
         save_bundle(folder, net, self.settings, self.codec)
 
     def validate(self, net: torch.nn.Module, held_out: HeldOutSet, device: torch.device) -> dict:
-        """PSNR-Y of the shipped sampler on the held-out crops."""
-        return {"val_psnr_y": held_out.psnr_y(net, self.settings, device, codec=self.codec)}
+        """PSNR-Y of the shipped sampler on the held-out crops; ST-LPIPS (alex) too when the run keeps its best by it."""
+        if self.cfg.run.keep_best == "val_stlpips" and self.perceptual is None:
+            self.perceptual = STLPIPS("alex").to(device)
+        return held_out.scores(net, self.settings, device, codec=self.codec, perceptual=self.perceptual)
 
 
 class AutoencoderTask:

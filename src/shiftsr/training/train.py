@@ -1,6 +1,7 @@
 """Train a DoSSR, ResShift, VP or autoencoder model (its task in tasks.py) with accelerate, EMA and exact resume."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -15,7 +16,7 @@ from ema_pytorch import EMA
 from tqdm.auto import tqdm
 
 from ..data.pairs import BicubicPairs, load_training_images
-from ..data.pool import PoolPairs, load_pool
+from ..data.pool import PoolPairs, load_pool_parts
 from ..metrics.stlpips import STLPIPS
 from .checkpoints import CheckpointError, TrainState, load_checkpoint, save_checkpoint
 from .config import ConfigError, OptimConfig, TrainConfig
@@ -24,6 +25,7 @@ from .runlog import RunLog
 from .tasks import build_task
 from .validation import HeldOutSet, split_held_out
 
+BEST_RECORD = "validation.json"  # in OUTPUT/best: the step and validation values of the model kept there
 USAGE_ERRORS = (ConfigError, FileExistsError)  # a recipe or output folder that cannot start: exit status 2
 RUN_ERRORS = (CheckpointError, OSError)  # a damaged checkpoint or a failed write: exit status 1
 
@@ -51,13 +53,17 @@ def load_data(cfg: TrainConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]
 def pool_of(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """The recipe's pair pool; an unreadable one is a ConfigError naming it."""
     try:
-        return load_pool(cfg.data.pool)
+        return load_pool_parts(cfg.data.pool)
     except ValueError as error:
         raise ConfigError(f"data.pool: {error}") from None
 
 
 def check_output(out: Path, resume: bool) -> None:
-    """Refuse to start afresh in a folder that holds an earlier run (its checkpoint or model) unless resuming."""
+    """Refuse to start afresh in a folder that holds an earlier run (its checkpoint or model) unless resuming, and an
+    output that cannot be a folder (it, or a folder above it, is a file)."""
+    existing = next(path for path in (out, *out.parents) if path.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"run.output: {out} cannot be created: {existing} is a file, not a folder")
     if not resume and any((out / name).exists() for name in ("checkpoint", "model")):
         raise FileExistsError(f"{out}: holds an earlier run; pass --resume to continue it, or delete the folder "
                               "or set run.output to start a new one")
@@ -114,7 +120,8 @@ class Trainer:
             tqdm.write(f"{self.out / 'checkpoint'}: has no random streams for {accelerator.num_processes} "
                        "process(es); reseeded them, so this resume is not bit-identical to an uninterrupted run",
                        file=sys.stderr)
-        self.held_out = HeldOutSet(val_images, patch=cfg.data.val_patch, scale=cfg.data.scale) if val_images else None
+        self.held_out = HeldOutSet(val_images, patch=cfg.data.val_patch, scale=cfg.data.scale,
+                                   degradation=cfg.data.val_degradation) if val_images else None
 
     def optimizer_step(self) -> torch.Tensor:
         """One AdamW step on grad_accum micro-batches per process (gradients averaged over all); their summed loss."""
@@ -148,11 +155,37 @@ class Trainer:
             return {}
         return self.task.validate(self.ema.ema_model, self.held_out, self.accelerator.device)
 
+    def keep_best(self, values: dict) -> None:
+        """Export the EMA model to OUTPUT/best when values[run.keep_best] beats best/validation.json's (main process)."""
+        key, best = self.cfg.run.keep_best, self.out / "best"
+        if not (key and self.main and key in values):
+            return
+        record = best / BEST_RECORD
+        previous = json.loads(record.read_text())[key] if record.is_file() else None
+        if previous is not None and (values[key] >= previous if key == "val_stlpips" else values[key] <= previous):
+            return
+        staging = staging_folder(best)
+        shutil.rmtree(staging, ignore_errors=True)
+        self.task.export(self.ema.ema_model, staging)
+        (staging / BEST_RECORD).write_text(json.dumps({"step": self.state.step, **values}) + "\n")
+        replace_folder(staging, best)
+        self.log.write("best", step=self.state.step, **values)
+
+    def validated(self) -> dict:
+        """Validate, log the values and keep the model if it is the best so far; the values."""
+        values = self.validate()
+        if values:
+            self.log.write("val", step=self.state.step, **values)
+            self.keep_best(values)
+        return values
+
     def run(self) -> Path:
         """Train up to optim.iterations, logging, checkpointing and validating on the way; the exported model."""
         o, r, state = self.cfg.optim, self.cfg.run, self.state
         started = time.time() - state.seconds
         loss_sum, loss_count, loss = torch.zeros((), device=self.accelerator.device), 0, None
+        if r.keep_best and state.step == 0:  # the model before training is the first candidate (identity_init)
+            self.validated()
         with tqdm(total=o.iterations, initial=state.step, disable=not self.main, desc="training") as bar:
             while state.step < o.iterations:
                 loss_sum, loss_count = loss_sum + self.optimizer_step(), loss_count + o.grad_accum
@@ -168,12 +201,10 @@ class Trainer:
                 if state.step % r.checkpoint_every == 0 or done:
                     self.save()
                 if r.validate_every and state.step % r.validate_every == 0 and not done and self.held_out:
-                    self.log.write("val", step=state.step, **self.validate())
+                    self.validated()
         if self.main and not (self.out / "model").exists():  # a run of zero iterations still leaves a model
             export(self.task, self.ema.ema_model, self.out / "model")
-        final = self.validate()
-        if final:
-            self.log.write("val", step=state.step, **final)
+        final = self.validated()
         self.log.write("end", step=state.step, loss=loss, seconds=round(state.seconds, 3),
                        model=str(self.out / "model"), **final)
         self.accelerator.wait_for_everyone()

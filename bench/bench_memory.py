@@ -109,8 +109,8 @@ def large(*, model: str = "default", side: int, tile: int, overlap: int, steps: 
     started = time.perf_counter()
     row = child(model=model, side=side, tile=tile, overlap=overlap, steps=steps, device=device, threads=threads)
     peak = row["cuda_peak"] if "cuda_peak" in row else row["peak"]
-    return [f"large: LR {side}x{side} -> {4 * side}x{4 * side}, tiled only (tile {tile}, overlap {overlap}), one sample, "
-            f"{steps} steps: peak {peak / (1 << 20):.0f} MiB, working {working(row) / (1 << 20):.0f} MiB "
+    return [f"large: LR {side}x{side} -> {4 * side}x{4 * side}, tiled only (tile {tile}, overlap {overlap}), "
+            f"one sample, {steps} steps: peak {peak / (1 << 20):.0f} MiB, working {working(row) / (1 << 20):.0f} MiB "
             f"({working(row) / row['out_pixels']:.1f} B/out px), {time.perf_counter() - started:.0f} s",
             f"ratio large tiled peak / 2 GiB at {side} -> {4 * side}: {peak / (2 << 30):.2f}"]
 

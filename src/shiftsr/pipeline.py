@@ -32,7 +32,8 @@ from .ops.imresize import imresize
 from .ops.padding import pad_to_multiple
 from .ops.sizes import output_size
 from .processes import NOISE_TABLE_FILE, NoiseTable, VPProcess, load_noise_table, start_state, start_time
-from .samplers import Draws, dossr_timesteps, randn_like
+from .samplers import Draws, dossr_timesteps
+from .samplers.chain import draw_like
 from .uncertainty import sample_spread
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -271,7 +272,7 @@ class ShiftSRPipeline:
                 xh, estimate = fixed or model_space(draws)
                 y = xh if self.conditional else None
                 x = start.to(self.device) if start is not None else start_state(
-                    self.process, estimate, y, ts[0], randn_like(xh, draws))
+                    self.process, estimate, y, ts[0], draw_like(xh, draws, None))
                 x0 = row.sample(counted, x, ts, process=self.process, y=y, cond=y if cond is None else cond,
                                 order=plan.order, generator=draws,
                                 callback=(lambda info: bar.update(1)) if progress else None)

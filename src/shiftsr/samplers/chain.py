@@ -59,10 +59,14 @@ def run_chain(steps: Sequence[Step], denoiser: Denoiser, x: Tensor, *, y: Tensor
     return x
 
 
-def draw_like(x: Tensor, generator: Generators, buffer: Tensor) -> Tensor:
+def draw_like(x: Tensor, generator: Generators, buffer: Tensor | None) -> Tensor:
     """randn_like(x, generator, out=buffer) in x's memory layout (the same numbers at the same places), so the
-    update's noise term is a contiguous pass."""
+    update's noise term is a contiguous pass; channels-last as one 2-D transpose per image, the fastest copy."""
     noise = randn_like(x, generator, out=buffer)
-    layout = torch.channels_last if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(
-        memory_format=torch.channels_last) else torch.contiguous_format
-    return noise.contiguous(memory_format=layout)
+    if x.ndim != 4 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return noise
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    channels = x.shape[1]
+    for target, source in zip(out.permute(0, 2, 3, 1), noise):
+        target.view(-1, channels).copy_(source.reshape(channels, -1).t())
+    return out

@@ -3,6 +3,17 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (pytestmark = pytest.mark.usefixtures("one_thread")): the official recordings
+    ran on one thread, and more reorder float32 sums (1e-6 on a network output, times s / a = 156 at ADM's t = 1000);
+    tiny networks gain nothing from threads, and on a busy 2-core machine they wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A model folder: ShiftNet (8 channels, 1 block, random output layer), DoSSR process, x4, space-to-depth 4."""

@@ -221,7 +221,7 @@ def test_reference_pairs_match_stems(tmp_path):
     hr, lr, names = reference_pairs(tmp_path / "HR", tmp_path / "LR", scale=4, patch=32)
     assert names == ["a", "b"] and hr.shape == (2, 3, 32, 32) and lr.shape == (2, 3, 8, 8)
     (tmp_path / "HR" / "b.png").rename(tmp_path / "HR" / "c.png")
-    with pytest.raises(ValueError, match=r"c.png: no LR image named c"):
+    with pytest.raises(ValueError, match=r"LR.b.png: no HR image named b"):
         reference_pairs(tmp_path / "HR", tmp_path / "LR", scale=4, patch=32)
 
 

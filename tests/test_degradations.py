@@ -40,13 +40,7 @@ from shiftsr.data.real_pairs import RealPairs
 J1_OF_PI = 0.2846153431797527  # Bessel J1(pi), from tables
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run this module's small tensors on one thread: on a busy 2-core machine each parallel op waits ~0.1 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gaussian_1d(size, sigma):

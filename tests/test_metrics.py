@@ -207,7 +207,7 @@ def test_legacy_bilinear_samples_input_coordinate_j_times_in_over_out():
 
 
 def test_fid_without_its_package_asks_for_the_extra(monkeypatch):
-    monkeypatch.setattr(fid.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match=re.escape("pip install shiftsr[fid]")):
         create("fid")
 

@@ -54,15 +54,7 @@ def _record_module():
 redraw = _record_module().redraw
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The recording ran on one thread; so run, our module is bit-identical to the official one. With more threads
-    the float32 kernels reorder sums (about 2e-6 on the model output), and x0 = (x - s eps) / a multiplies that by
-    s / a = 156 at t = 1000."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _meta_state(config: dict) -> dict[str, torch.Tensor]:

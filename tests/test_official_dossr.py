@@ -45,13 +45,7 @@ def _redraw():
     return module.redraw
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread, as the official run: these small convolutions slow down many times on a shared 2-core CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

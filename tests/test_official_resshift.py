@@ -46,14 +46,7 @@ def _record_module():
 redraw = _record_module().redraw
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The recording ran on one thread; float32 kernels with more threads reorder sums (about 1e-6). Module-wide,
-    so the module's fixtures (weights, conversions) run on it too."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _plain(config) -> dict:

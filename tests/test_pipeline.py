@@ -104,14 +104,14 @@ def test_default_model_beats_bicubic_by_one_db(name):
     assert model >= bicubic + 1.0
 
 
-def test_samples_average_the_single_samples_of_their_seeds(pipe):
+def test_independent_samples_average_the_single_samples_of_their_seeds(pipe):
     from shiftsr.pipeline import SAMPLE_SEED_STRIDE
 
     singles = torch.stack([pipe(image(), seed=5 + k * SAMPLE_SEED_STRIDE, samples=1) for k in range(3)])
     # the pipeline clamps the mean, not each sample: compare where no sample was clamped
     inside = ((singles > 0) & (singles < 1)).all(0)
     assert inside.float().mean() > 0.5
-    mean = pipe(image(), seed=5, samples=3)
+    mean = pipe(image(), seed=5, samples=3, antithetic=False)
     assert torch.allclose(mean[inside], singles.mean(0)[inside], atol=1e-5)
     assert torch.equal(pipe(image(), seed=5, samples=1), singles[0])
     assert not torch.allclose(mean, singles[0])
@@ -162,3 +162,31 @@ def test_a_shortened_resshift_chain_takes_its_whole_length_unless_steps_are_give
     assert record["steps"] == record["nfe"] == record["t_start"] < 15  # the chain from its start time
     with pytest.raises(ValueError, match="steps: this ResShift chain has"):
         pipe.run(image(size=(8, 8)), scale=2.5, strategy="direct", steps=15)
+
+
+def test_an_odd_sample_draws_the_negated_noise_of_the_even_one_before():
+    from shiftsr.pipeline import sample_draws
+    from shiftsr.samplers import randn_like
+
+    like = torch.empty(2, 3, 4, 4)
+    first, mirror, second = (randn_like(like, sample_draws(5, k, 2, None, antithetic=True)) for k in (0, 1, 2))
+    assert torch.equal(mirror, -first) and not torch.equal(second.abs(), first.abs())
+    assert torch.equal(second, randn_like(like, sample_draws(5, 1, 2, None, antithetic=False)))
+    assert torch.equal(first, randn_like(like, sample_draws(5, 0, 2, None, antithetic=False)))
+
+
+@pytest.mark.parametrize("tile", [-1, 8])
+def test_antithetic_pairs_cancel_the_noise_of_a_chain_affine_in_its_draws(tiny_model, tile):
+    """Through a denoiser affine in x every DoSSR step is affine in x, x0 and the noise, so the mean of a pair of
+    samples (pipeline.sample_draws) is exactly the run whose every draw is zero; two independent samples are not."""
+    pipe = load(tiny_model, device="cpu")
+    pipe.denoiser = lambda x, t, cond: 0.6 * x + 0.3 * cond
+    pipe.bytes_per_pixel = 1.0  # no memory probe of the stand-in
+    lr = 0.3 + 0.4 * image(2)
+    shape = (1, *pipe.plan(tuple(lr.shape[-2:])).model_shape)
+    settings = {"tile": tile, "tile_overlap": 2, "stream": False}
+    zero = pipe.run_tiled(lr, samples=1, noise=[torch.zeros(shape)] * 8, **settings).image
+    pair = pipe.run_tiled(lr, samples=2, seed=3, **settings)
+    independent = pipe.run_tiled(lr, samples=2, seed=3, antithetic=False, **settings)
+    assert (pair.image - zero).abs().max() < 1e-5 < (independent.image - zero).abs().max()
+    assert pair.record["antithetic"] and not independent.record["antithetic"]

@@ -10,12 +10,7 @@ from shiftsr.streaming import store
 from shiftsr.streaming.store import DiskTensor, draw_noise
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed):

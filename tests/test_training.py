@@ -24,13 +24,7 @@ from shiftsr.training.tasks import AutoencoderTask
 from shiftsr.training.train import load_data, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from threads; on a busy machine, threads waiting for each other slow them a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_dataset(folder, count=3, size=48):

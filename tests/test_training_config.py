@@ -32,7 +32,7 @@ def test_shipped_recipes_keep_the_values_of_the_json_they_replace():
     assert (default.model.kind, default.model.channels, default.model.num_blocks) == ("dossr", 64, 10)
     assert (default.process.t1, default.process.beta_schedule) == (500.0, "scaled_linear")
     assert (default.run.output, default.run.checkpoint_every) == ("runs/default", 1000)
-    assert default.model.default_samples == 8
+    assert default.model.default_samples == 2
     prior = TrainConfig.load(CONFIGS / "prior_x4.yaml")
     assert (prior.model.kind, prior.model.prediction, prior.run.output) == ("prior", "sample", "runs/prior")
     assert (prior.optim.iterations, prior.optim.warmup, prior.run.checkpoint_every) == (5000, 200, 500)

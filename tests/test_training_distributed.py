@@ -5,11 +5,14 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from shiftsr.bundle import load_bundle
 from shiftsr.training.train import train
-from test_training import one_thread, tiny_config  # noqa: F401 (one_thread is an autouse fixture)
+from test_training import tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def free_port() -> int:

@@ -355,29 +355,24 @@ def center_crop_pair(hr: Tensor, lr: Tensor, *, scale: int, patch: int, name: st
 
 def reference_pairs(hr_dir: str | Path, lr_dir: str | Path, *, scale: int, patch: int = 0
                     ) -> tuple[Tensor, Tensor, list[str]]:
-    """HR and LR images matched by file stem, centre-cropped to one shape: (hr, lr, stems) as float batches."""
-    from .imageio import IMAGE_EXTENSIONS, read_image
+    """HR and LR images matched by file stem (eval.pair_images), centre-cropped to one shape: (hr, lr, stems) as
+    float batches; any file left unpaired is an error naming it."""
+    from .eval.pairing import pair_images
+    from .imageio import read_image
 
-    folders = {"HR": Path(hr_dir), "LR": Path(lr_dir)}
-    found = {}
-    for label, folder in folders.items():
+    for label, folder in (("HR", Path(hr_dir)), ("LR", Path(lr_dir))):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such folder ({label} references)")
-        found[label] = {p.stem: p for p in sorted(folder.iterdir())
-                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")}
-    for label, other in (("HR", "LR"), ("LR", "HR")):
-        missing = sorted(found[label].keys() - found[other].keys())
-        if missing:
-            raise ValueError(f"{found[label][missing[0]]}: no {other} image named {missing[0]}.* in {folders[other]}")
-    if not found["HR"]:
-        raise ValueError(f"{folders['HR']}: no image files")
+    pairs, problems = pair_images(Path(lr_dir), Path(hr_dir), scale=scale, labels=("LR image", "HR image"))
+    if problems:
+        raise ValueError(problems[0])
     his, los = [], []
-    for stem in sorted(found["HR"]):
-        hr, lr = center_crop_pair(read_image(found["HR"][stem]).rgb, read_image(found["LR"][stem]).rgb,
-                                  scale=scale, patch=patch, name=str(found["HR"][stem]))
+    for pair in pairs:
+        hr, lr = center_crop_pair(read_image(pair.reference).rgb, read_image(pair.image).rgb, scale=scale,
+                                  patch=patch, name=str(pair.reference))
         if his and hr.shape != his[0].shape:
-            raise ValueError(f"{found['HR'][stem]}: is {hr.shape[-1]}x{hr.shape[-2]}, the first reference "
+            raise ValueError(f"{pair.reference}: is {hr.shape[-1]}x{hr.shape[-2]}, the first reference "
                              f"{his[0].shape[-1]}x{his[0].shape[-2]}; pass a patch size to crop all alike")
         his.append(hr)
         los.append(lr)
-    return torch.stack(his), torch.stack(los), sorted(found["HR"])
+    return torch.stack(his), torch.stack(los), [pair.name for pair in pairs]

@@ -318,7 +318,7 @@ def _encode(stream: BinaryIO, planes: torch.Tensor, depth: int, fmt: str) -> Non
     image.save(stream, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
 
 
-def to_batch(image) -> Tensor:
+def to_batch(image) -> torch.Tensor:
     """A PIL image, HxWx3 uint8/uint16 array or 3xHxW / Bx3xHxW float tensor in [0, 1], as a Bx3xHxW float tensor."""
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))

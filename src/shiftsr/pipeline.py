@@ -34,12 +34,13 @@ from .ops.sizes import output_size
 from .processes import NOISE_TABLE_FILE, NoiseTable, VPProcess, load_noise_table, start_state, start_time
 from .samplers import Draws, dossr_timesteps
 from .samplers.chain import draw_like
+from .samplers.common import Generators
 from .uncertainty import sample_spread
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DECODE_OVERLAP = 4  # latent pixels two decoding tiles share (32 image pixels for an f8 autoencoder)
 DECODE_PROBE = 16  # latent side of the probe decode that measures a codec's bytes per latent pixel
-SAMPLE_SEED_STRIDE = 1_000_003  # seed of sample k = seed + k * stride, so sample 0 is the plain seed
+SAMPLE_SEED_STRIDE = 1_000_003  # seed of draw source j = seed + j * stride, so sample 0 is the plain seed
 STRATEGIES = ("resize", "direct")  # how a model reaches a size other than its native scale (see plan)
 # a conditional model's strategy off its native scale: x4-then-resize beats direct sampling on Set5 and Set14
 # at x2 and x3 in PSNR-Y and ST-LPIPS, with 1 and 8 samples (scripts/arbitrary_scale_study.py)
@@ -69,6 +70,7 @@ class Plan:
     color_fix: str = "none"
     from_noise: bool = False
     steps_given: bool = False
+    antithetic: bool = True
 
 
 @dataclass
@@ -81,6 +83,17 @@ class Upscaled:
     record: dict
     std: Tensor | None = None
 
+
+
+def sample_draws(seed: int, k: int, batch: int, noise: Sequence[Tensor] | None, *, antithetic: bool) -> Generators:
+    """The noise of sample k (one generator per image, seeded seed + j * SAMPLE_SEED_STRIDE): j = k for independent
+    samples; antithetic pairs take j = k // 2 and negate every draw of the odd sample, so a pair's mean cancels
+    the part of the output odd in the noise (antithetic variates: on Set5 the mean of 2 beats 8 independent ones).
+    noise: draws replayed first (one sample)."""
+    source, mirrored = divmod(k, 2) if antithetic else (k, 0)
+    generators = [torch.Generator().manual_seed(seed + source * SAMPLE_SEED_STRIDE) for _ in range(batch)]
+    return generators if noise is None and not mirrored else Draws(noise or [], then=generators,
+                                                                     mirrored=bool(mirrored))
 
 class ShiftSRPipeline:
     """Upscale with a shiftsr model: LR to the source image, encode, sample x0 with the method, decode, resize."""
@@ -158,7 +171,7 @@ class ShiftSRPipeline:
 
     def plan(self, size: tuple[int, int], *, scale: float | None = None, target: tuple[int, int] | None = None,
              strategy: str | None = None, t_start: float | None = None, color_fix: str | None = None,
-             **sampler) -> Plan:
+             antithetic: bool = True, **sampler) -> Plan:
         """What upscaling an LR of size (H, W) runs: sizes, strategy, sampler and start time; pure, no network."""
         height, width = size
         size_out = output_size(height, width, scale=self.scale if scale is None and target is None else scale,
@@ -186,7 +199,7 @@ class ShiftSRPipeline:
         if color_fix not in COLOUR_FIXES:
             raise ValueError(f"color_fix: unknown {color_fix!r}; allowed: {', '.join(COLOUR_FIXES)}")
         return Plan((height, width), size_out, strategy, factor, **settings, t_start=t_start, model_shape=shape,
-                    color_fix=color_fix, from_noise=from_noise, steps_given=steps_given)
+                    color_fix=color_fix, from_noise=from_noise, steps_given=steps_given, antithetic=antithetic)
 
     def run(self, image, *, tile: int = 0, **kwargs) -> Upscaled:
         """Upscale one image or a batch of same-size images (see __call__); the image and the record of the run.
@@ -267,8 +280,7 @@ class ShiftSRPipeline:
         # one sample at a time: on a CPU a batch of K activations falls out of cache and runs slower than K calls
         with tqdm(total=(len(ts) - 1) * plan.samples, disable=not progress, leave=False, desc="sampling") as bar:
             for k in range(plan.samples):
-                generators = [torch.Generator().manual_seed(seed + k * SAMPLE_SEED_STRIDE) for _ in range(len(lr))]
-                draws = generators if noise is None else Draws(noise, then=generators)
+                draws = sample_draws(seed, k, len(lr), noise, antithetic=plan.antithetic)
                 xh, estimate = fixed or model_space(draws)
                 y = xh if self.conditional else None
                 x = start.to(self.device) if start is not None else start_state(
@@ -285,7 +297,7 @@ class ShiftSRPipeline:
         record.update(steps=len(ts) - 1, nfe=calls[0])
         spread = None
         if uncertainty:
-            spread = self.finish(sample_spread(*moments, plan.samples).cpu(), plan)
+            spread = self.finish(sample_spread(*moments, plan.samples, antithetic=plan.antithetic).cpu(), plan)
             record["std_mean"] = round(spread.mean().item(), 6)
         return Upscaled(self.finish(out.clamp(0, 1).cpu(), plan), record, spread)
 
@@ -300,10 +312,11 @@ class ShiftSRPipeline:
         shortened path for the other families); a start at t = 0 returns the upsampled LR itself.
 
         samples > 1 returns the mean of that many samples, a Monte-Carlo estimate of the posterior mean
-        E[x0 | y]; sample k of every image draws from its own generator seeded with seed + k * SAMPLE_SEED_STRIDE,
-        so results do not depend on the batch, the tiling or the device. noise: draws made in advance, consumed
-        in order by every Gaussian draw of the method (the start first), then fresh ones (samplers.Draws): an
-        exact replay, or BCSR's stored start (Eq. 21). start gives the whole starting state.
+        E[x0 | y], drawn in antithetic pairs unless antithetic=False (sample_draws: the seeds of every image's
+        generators follow from seed and k alone), so results do not depend on the batch, the tiling or the
+        device. noise: draws made in advance, consumed in order by every Gaussian draw of the method (the start
+        first), then fresh ones (samplers.Draws): an exact replay, or BCSR's stored start (Eq. 21). start gives
+        the whole starting state.
         """
         return self.run(image, **kwargs).image
 
@@ -409,7 +422,8 @@ class ShiftSRPipeline:
         """The record of a run before it samples: what runs (method, steps 0 and nfe 0 until it has), sizes, start."""
         return {"method": plan.method, "steps": 0, "order": plan.order, "samples": plan.samples, "seed": seed,
                 "scale": round(plan.factor, 6), "size": [plan.size_out[1], plan.size_out[0]],
-                "strategy": plan.strategy, "t_start": t_start, "color_fix": plan.color_fix, "nfe": 0}
+                "strategy": plan.strategy, "t_start": t_start, "color_fix": plan.color_fix, "nfe": 0,
+                "antithetic": plan.antithetic and plan.samples > 1}
 
     def tile_side(self, shape: tuple[int, ...], tile: int) -> int:
         """The tile side for model-space states of shape (B, C, h, w), 0 for none: tile if the state is larger,

@@ -1,7 +1,8 @@
 """Where the samples disagree: the per-pixel spread of K samples, written as a colour-mapped and a 16-bit PNG.
 
-The K samples of `--samples K` are draws of the posterior p(x0 | y); their mean is the output, their standard
-deviation says how much each pixel depends on the draw, i.e. where detail was invented rather than read off the LR.
+The K samples of `--samples K` are draws of the posterior p(x0 | y) (in antithetic pairs, see
+pipeline.sample_draws); their mean is the output, their standard deviation says how much each pixel depends on the
+draw, i.e. where detail was invented rather than read off the LR.
 Scales are fixed, so maps of different images and runs compare directly:
 
 - `{stem}_{suffix}_std.png`: the matplotlib colour map STD_COLOUR_MAP over std 0 (black) to STD_MAP_MAX = 0.1 of the
@@ -23,12 +24,17 @@ STD_COLOUR_MAP = "magma"  # perceptually uniform, black at 0
 STD_SUFFIXES = ("_std.png", "_std16.png")
 
 
-def sample_spread(total: Tensor, squares: Tensor, count: int) -> Tensor:
+def sample_spread(total: Tensor, squares: Tensor, count: int, *, antithetic: bool = False) -> Tensor:
     """(B, 1, H, W) spread of `count` samples from their sum and sum of squares (B, C, H, W): the root mean over
-    channels of each channel's unbiased variance (sum of squares - sum^2 / K) / (K - 1)."""
+    channels of each channel's variance (sum of squares - sum^2 / K) / (K - 1), unbiased for independent samples.
+
+    antithetic pairs (pipeline.sample_draws) divide by K: their mean is nearly exact, so the deviations from it are
+    draws of the deviation from the true mean (exactly, where the output is linear in the noise), K / 2 of them
+    independent; K - 1 would overstate the spread by sqrt(K / (K - 1)).
+    """
     if count < 2:
         raise ValueError(f"uncertainty: the spread of samples needs samples >= 2, got {count}")
-    variance = ((squares - total.square() / count) / (count - 1)).clamp(min=0)
+    variance = ((squares - total.square() / count) / (count if antithetic else count - 1)).clamp(min=0)
     return variance.mean(dim=1, keepdim=True).sqrt().float()
 
 

@@ -134,8 +134,9 @@ def upscale(ctx: click.Context, inputs: tuple[str, ...], more_inputs: tuple[str,
             preset: str | None, scale: float | None, target: tuple[int, int] | None, method: str | None,
             steps: int | None, order: int | None,
             samples: int | None, color_fix: str | None, uncertainty: bool, seed: int, bc_path: Path | None, tile: int,
-            tile_overlap: int | None, max_pixels: int, max_output_pixels: int, device: str, fp32: bool | None, suffix: str, ext: str, overwrite: bool,
-            skip_existing: bool, batch: int, onnx_path: Path | None, as_json: bool, quiet: bool) -> None:
+            tile_overlap: int | None, max_pixels: int, max_output_pixels: int, device: str, fp32: bool | None,
+            suffix: str, ext: str, overwrite: bool, skip_existing: bool, batch: int, onnx_path: Path | None,
+            as_json: bool, quiet: bool) -> None:
     """Upscale images (files, folders or globs) with a shiftsr model."""
     patterns = [*inputs, *more_inputs]
     if not patterns:

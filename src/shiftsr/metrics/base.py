@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+
+def package_data(package: str, file: str, *, what: str, hint: str) -> Path:
+    """The data file `file` inside the installed package (found, never imported); ImportError naming `what` (the
+    metric's model) and the install hint when the package or the file is absent."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{what} comes from the {package} package: {hint}")
+    path = Path(next(iter(spec.submodule_search_locations))) / file
+    if not path.is_file():
+        raise ImportError(f"{path}: {what} is missing; reinstall {package}: {hint}")
+    return path
 
 
 @dataclass(frozen=True)

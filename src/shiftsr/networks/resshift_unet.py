@@ -20,7 +20,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-from .adm_unet import Downsample, EmbedSequential, ResBlock, Upsample, _norm
+from ..ops.padding import pad_to_multiple
+from .adm_unet import Downsample, EmbedSequential, ResBlock, Upsample, _norm, skip_pass
 from .shiftnet import timestep_embedding
 
 MASK_VALUE = -100.0  # the official shifted-window mask: -100 between tokens of different regions, 0 within
@@ -238,20 +239,4 @@ class ResShiftUNet(ModelMixin, ConfigMixin):
         h = pad_to_multiple(h, self.size_multiple)
         timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1).expand(x.shape[0])
         emb = self.time_embed(timestep_embedding(timesteps, cfg.model_channels))
-        skips = []
-        for block in self.input_blocks:
-            h = block(h, emb)
-            skips.append(h)
-        h = self.middle_block(h, emb)
-        for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        return self.out(h)[..., :height, :width]
-
-
-def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Pad height and width at the bottom/right to multiples: reflect (as the official sampler), else replicate."""
-    height, width = x.shape[-2:]
-    ph, pw = -height % multiple, -width % multiple
-    if not ph and not pw:
-        return x
-    return F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < height and pw < width else "replicate")
+        return skip_pass(self, h, emb)[..., :height, :width]

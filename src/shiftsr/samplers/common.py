@@ -17,13 +17,16 @@ class Draws:
 
     An exact replay of another implementation's noise (every draw of a method: its start, each step, and the
     draws official code makes and throws away), or BCSR's stored start noise (Eq. 21) followed by fresh noise.
-    Without `then`, a draw past the given tensors is an error.
+    Without `then`, a draw past the given tensors is an error. mirrored: every draw handed out is negated, the
+    antithetic partner of the sample drawn from the same generators (see pipeline.sample_draws).
     """
 
-    def __init__(self, tensors: Sequence[Tensor], then: torch.Generator | Sequence[torch.Generator] | None = None):
+    def __init__(self, tensors: Sequence[Tensor], then: torch.Generator | Sequence[torch.Generator] | None = None, *,
+                 mirrored: bool = False):
         self.tensors = list(tensors)
         self.used = 0
         self.then = then
+        self.sign = -1.0 if mirrored else 1.0
 
     def take(self, shape) -> Tensor | None:
         """The next given draw, checked against shape; None once they are used (fresh draws come from `then`)."""
@@ -41,7 +44,10 @@ class Draws:
     def like(self, x: Tensor, out: Tensor | None = None) -> Tensor:
         """The next draw, of x's shape, on x's device and dtype (a fresh one may be drawn into out, see randn_like)."""
         draw = self.take(x.shape)
-        return randn_like(x, self.then, out=out) if draw is None else draw.to(device=x.device, dtype=x.dtype)
+        if draw is not None:
+            return draw.to(device=x.device, dtype=x.dtype) * self.sign
+        fresh = randn_like(x, self.then, out=out)
+        return fresh if self.sign > 0 else fresh.neg_()
 
 
 Generators = torch.Generator | Sequence[torch.Generator] | Draws | None

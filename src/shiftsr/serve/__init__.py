@@ -17,7 +17,7 @@ The result is the image `shiftsr upscale --ext png` writes for the same settings
 job runs the CLI's own read-upscale-write in the request's folder. With samples >= 2 it runs it as
 `--uncertainty` does, so the uncertainty map is the CLI's: the per-pixel standard deviation of the K samples
 the pipeline averages, from the same run (shiftsr.uncertainty). Running the K samples one by one with
-samples=1 and seed + k * SAMPLE_SEED_STRIDE would draw the same samples, but their mean differs from the
+samples=1 and the draws of pipeline.sample_draws would give the same samples, but their mean differs from the
 pipeline's where a sample is clamped to [0, 1] (0.07% of the 8-bit pixels of a Set5 crop with the default
 model, 0.8% with realworld-x4), so the server does not average on its own. serve.watch only reads the
 times of the denoiser calls, for the progress.

@@ -19,7 +19,6 @@ from ..methods import METHODS
 from ..ops.imresize import imresize
 from ..ops.padding import pad_to_multiple
 from ..processes import start_state
-from ..samplers import Draws
 from .driver import Stores, StreamedChain, bands
 from .store import DiskTensor, draw_noise
 
@@ -40,7 +39,7 @@ def run(pipe, lr: Tensor, plan, *, side: int, overlap: int, seed: int, noise, pr
     """The streamed upscale of a batch of same-size LR images under plan (see ShiftSRPipeline.run)."""
     from tqdm.auto import tqdm
 
-    from ..pipeline import SAMPLE_SEED_STRIDE, Upscaled
+    from ..pipeline import Upscaled, sample_draws
 
     row = METHODS[plan.method]
     ts = pipe.time_grid(row, plan.steps, plan.t_start)
@@ -58,8 +57,7 @@ def run(pipe, lr: Tensor, plan, *, side: int, overlap: int, seed: int, noise, pr
                                    on_step=lambda: bar.update(1))
             total = None
             for k in range(plan.samples):
-                generators = [torch.Generator().manual_seed(seed + k * SAMPLE_SEED_STRIDE) for _ in range(len(lr))]
-                draws = generators if noise is None else Draws(noise, then=generators)
+                draws = sample_draws(seed, k, len(lr), noise, antithetic=plan.antithetic)
                 x = stores.get("x")
                 draw_noise(noise_store, draws)
                 for top, bottom in bands(shape[2]):

@@ -103,30 +103,33 @@ def draw_noise(store: DiskTensor, generator: Generators) -> None:
     """
     if store.layout != "nchw":
         raise ValueError(f"{store.path}: noise is drawn into an nchw store, not {store.layout}")
-    batch = store.shape[0]
+    batch, sign = store.shape[0], 1.0
     if isinstance(generator, Draws):
-        given = generator.take(store.shape)
+        given, sign = generator.take(store.shape), generator.sign
         if given is not None:
-            store.write(0, given)
+            store.write(0, given * sign)
             return
         generator = generator.then
     if generator is None or isinstance(generator, torch.Generator):
-        _draw_flat(store, generator, 0, math.prod(store.shape))
+        _draw_flat(store, generator, 0, math.prod(store.shape), sign)
         return
     if len(generator) != batch:
         raise ValueError(f"got {len(generator)} generators for a batch of {batch}")
     per_image = math.prod(store.shape[1:])
     for b, g in enumerate(generator):
-        _draw_flat(store, g, b * per_image, per_image)
+        _draw_flat(store, g, b * per_image, per_image, sign)
 
 
-def _draw_flat(store: DiskTensor, generator: torch.Generator | None, offset: int, count: int) -> None:
-    """count standard normal numbers from one generator, as one torch.randn(count) would give, at offset."""
+def _draw_flat(store: DiskTensor, generator: torch.Generator | None, offset: int, count: int, sign: float) -> None:
+    """count standard normal numbers from one generator times sign, as sign * torch.randn(count) would give, at
+    offset."""
     buffer = torch.empty(min(count, DRAW_CHUNK + 15))
     start = 0
     while start < count:
         size = count - start if count - start < DRAW_CHUNK + 16 else DRAW_CHUNK
         chunk = buffer[:size]
         torch.randn(size, generator=generator, out=chunk)
+        if sign < 0:
+            chunk.neg_()
         store.write_flat(offset + start, chunk)
         start += size

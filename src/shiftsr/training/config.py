@@ -7,7 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
 import yaml
 
@@ -55,7 +55,8 @@ class ModelConfig:
     kind: "dossr" (domain-shift process, DoSSR Eq. 8), "prior" (unconditional VP diffusion on HR images),
     "resshift" (ResShift Eq. 2, from scratch), "vp" (SR3-style VP diffusion conditioned on the LR, sampled
     from pure noise: the baseline DoSSR compares with) or "autoencoder" (a diffusers AutoencoderKL whose
-    down-sampling factor is data.scale, latent_channels deep, for the kinds above to work in). prediction: "residual" (x0 - xh) or "sample" (x0).
+    down-sampling factor is data.scale, latent_channels deep, for the kinds above to work in). prediction:
+    "residual" (x0 - xh) or "sample" (x0).
     init_from: a model folder to start from: a prior (into cond_mode "branch") or a model of the same network.
     identity_init: zero the output convolution after init_from (a fresh network has it zeroed already), so that
     the residual prediction is 0 and the untrained model returns its source image exactly: training can then only
@@ -76,7 +77,7 @@ class ModelConfig:
     channels: int = 64
     num_blocks: int = 10
     latent_channels: int = 4
-    default_samples: int = 8
+    default_samples: int = 2  # one antithetic pair (pipeline.sample_draws): above 8 independent samples in PSNR
 
 
 @dataclass
@@ -135,10 +136,11 @@ CHOICES = {("model", "kind"): MODEL_KINDS, ("model", "prediction"): PREDICTIONS,
            ("process", "beta_schedule"): BETA_SCHEDULES, ("optim", "mixed_precision"): MIXED_PRECISIONS,
            ("model", "preprocessor"): PREPROCESSORS, ("optim", "stlpips_net"): STLPIPS_NETS,
            ("run", "keep_best"): KEEP_BEST}
-MINIMUMS = {("data", "scale"): 1, ("data", "patch"): 1, ("data", "batch"): 1, ("data", "val_images"): 0, ("data", "val_patch"): 1,
-            ("model", "channels"): 1, ("model", "num_blocks"): 1, ("model", "default_samples"): 1, ("model", "latent_channels"): 1,
-            ("process", "resshift_steps"): 1, ("optim", "grad_accum"): 1,
-            ("optim", "iterations"): 0, ("optim", "warmup"): 0, ("optim", "lr_min"): 0, ("optim", "weight_decay"): 0, ("optim", "stlpips_weight"): 0, ("optim", "kl_weight"): 0,
+MINIMUMS = {("data", "scale"): 1, ("data", "patch"): 1, ("data", "batch"): 1, ("data", "val_images"): 0,
+            ("data", "val_patch"): 1, ("model", "channels"): 1, ("model", "num_blocks"): 1,
+            ("model", "default_samples"): 1, ("model", "latent_channels"): 1, ("process", "resshift_steps"): 1,
+            ("optim", "grad_accum"): 1, ("optim", "iterations"): 0, ("optim", "warmup"): 0, ("optim", "lr_min"): 0,
+            ("optim", "weight_decay"): 0, ("optim", "stlpips_weight"): 0, ("optim", "kl_weight"): 0,
             ("optim", "ema_start"): 0, ("run", "seed"): 0, ("run", "checkpoint_every"): 1,
             ("run", "validate_every"): 0, ("run", "log_every"): 1}
 # sizes beyond these do not fit any machine (a typo such as channels: 1000000 would allocate terabytes)

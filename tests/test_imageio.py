@@ -333,3 +333,13 @@ def test_expand_inputs_folder_glob_duplicates_and_missing(tmp_path):
     names = ["c.webp", "a.JPG", "b.png", "missing.png", "*.bmp"]
     assert result == [tmp_path / name for name in names]
     assert expand_inputs([str(tmp_path / "notes.txt")]) == [tmp_path / "notes.txt"]
+
+
+def test_a_pixel_limit_above_pillows_own_is_honoured(tmp_path, monkeypatch):
+    from shiftsr.imageio import ImageTooLargeError
+
+    Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(tmp_path / "wide.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses from twice this: 2 000 pixels
+    assert read_image(tmp_path / "wide.png", max_pixels=10_000).rgb.shape == (3, 50, 60)
+    with pytest.raises(ImageTooLargeError, match="wide.png: 60x50 is over 2,999 pixels"):
+        read_image(tmp_path / "wide.png", max_pixels=2_999)

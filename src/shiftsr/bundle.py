@@ -187,7 +187,7 @@ def load_part(cls: type, folder: Path) -> torch.nn.Module:
     does not fit it, weights that are not floating point or not finite are a ValueError naming the file and key."""
     files = check_part(cls, folder)
     try:
-        part = cls.from_pretrained(folder, low_cpu_mem_usage=False).eval()
+        part = cls.from_pretrained(folder, low_cpu_mem_usage=True).eval()
     except (OSError, ValueError, TypeError, RuntimeError, KeyError) as error:
         message = " ".join(str(error).split())[:300]
         raise ValueError(f"{folder}: cannot load its {cls.__name__} ({message})") from None

@@ -88,6 +88,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_INPUT_PIXELS) -
     # other formats at 8 bits. The single-colour tRNS transparency of a 16-bit PNG is ignored.
     path = Path(path)
     _check_is_file(path)
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses twice its limit at open: max_pixels, checked below, rules
     try:
         with _quiet(), Image.open(path) as image:
             if image.width * image.height > max_pixels:

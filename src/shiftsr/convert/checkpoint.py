@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,7 +36,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
             raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
     else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # a zip checkpoint is memory-mapped: its tensors are read as the conversion copies them, so an 8 GB
+            # DoSSR file does not need 8 GB of memory on top of the model's (the legacy format cannot map)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except pickle.UnpicklingError as error:
             found = re.search(r"GLOBAL (\S+)", str(error))
             if found is None:

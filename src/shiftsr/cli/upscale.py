@@ -89,7 +89,8 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--steps", type=click.IntRange(1, MAX_STEPS), show_default="the model's", help="Sampling steps.")
 @click.option("--order", type=click.IntRange(1, 3), show_default="the model's", help="Solver order.")
 @click.option("--samples", type=click.IntRange(1, MAX_SAMPLES), show_default="the model's",
-              help="Average this many samples (a posterior-mean estimate, higher PSNR); 1 = one sharp sample.")
+              help="Average this many samples, drawn in antithetic pairs (a posterior-mean estimate, higher "
+                   "PSNR); 1 = one sharp sample.")
 @click.option("--color-fix", type=click.Choice(COLOR_FIXES), show_default="the model's",
               help="Keep the colours of the image sampling starts from: wavelet (its low frequencies, the sample's "
                    "high ones; DoSSR's default), adain (its channel means and deviations) or none.")

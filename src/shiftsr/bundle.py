@@ -14,7 +14,7 @@ from .denoisers.codecs import FOLDER_CODECS, check_codec_spec
 from .denoisers.prediction import PREDICTION_TYPES
 from .files import write_atomic
 from .methods import METHODS
-from .model_files import check_finite, check_part
+from .model_files import check_finite, check_part, read_json
 from .networks import ShiftNet
 from .networks.adm_unet import ADMUNet
 from .networks.dossr_ldm import DoSSRControlLDM
@@ -167,11 +167,7 @@ def read_settings(folder: str | Path) -> BundleSettings:
     path = Path(folder) / SETTINGS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: not a shiftsr model folder (no {SETTINGS_FILE})")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not readable JSON ({error})") from None
-    return BundleSettings.from_dict(data, source=str(path))
+    return BundleSettings.from_dict(read_json(path), source=str(path))
 
 
 def load_bundle(folder: str | Path) -> tuple[torch.nn.Module, BundleSettings]:

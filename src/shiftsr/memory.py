@@ -67,16 +67,23 @@ def _cgroup_value(name: str) -> int | None:
     return UNLIMITED if text == "max" else int(text) if text.isdigit() else None
 
 
+def _libc(name: str):
+    """The C library's function `name` (glibc's mallopt, malloc_trim, mallinfo2), None where it is not there."""
+    if os.name != "posix":
+        return None
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Let glibc reuse freed blocks of up to KEEP_FREED bytes instead of unmapping them (mallopt M_MMAP_THRESHOLD
     and M_TRIM_THRESHOLD): else each image-sized tensor is a fresh mapping whose pages fault in again, which costs
     more than the sampler's arithmetic on it (about 2.5 ms for 3 MB on a VM) and slows the network by about 13%.
     Freed memory then stays with the process for its next tensors. False where glibc is not there."""
-    if os.name != "posix":
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc("mallopt")
+    if mallopt is None:
         return False
     trim, mmap = -1, -3  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
     return bool(mallopt(mmap, KEEP_FREED)) and bool(mallopt(trim, KEEP_FREED))
@@ -85,11 +92,9 @@ def keep_freed_memory() -> bool:
 def release_freed_memory() -> None:
     """Hand the memory glibc keeps for reuse back to the system (malloc_trim): a streamed run calls it between its
     steps, so what keep_freed_memory keeps does not add to its peak."""
-    if os.name == "posix":
-        try:
-            ctypes.CDLL(None).malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+    malloc_trim = _libc("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -106,11 +111,8 @@ class _Mallinfo(ctypes.Structure):
 
 def _heap_in_use():
     """A function returning glibc's bytes in use (heap plus mapped chunks), or None without glibc 2.33+."""
-    if os.name != "posix":
-        return None
-    try:
-        mallinfo2 = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
+    mallinfo2 = _libc("mallinfo2")
+    if mallinfo2 is None:
         return None
     mallinfo2.restype = _Mallinfo
 

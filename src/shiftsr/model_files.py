@@ -53,15 +53,20 @@ def check_finite(module: torch.nn.Module, files: dict[str, Path] | Path) -> None
             raise ValueError(f"{where}: {key}: holds NaN or infinity")
 
 
+def read_json(path: Path):
+    """The parsed contents of a JSON file; ValueError naming the file when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not readable JSON ({error})") from None
+
+
 def read_config(cls: type, folder: Path) -> dict:
     """The folder's config.json as a mapping, its class, keys and value types checked against cls's arguments."""
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no {CONFIG_FILE} for its {cls.__name__}")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not readable JSON ({error})") from None
+    config = read_json(path)
     if not isinstance(config, dict):
         raise ValueError(f"{path}: the whole file: expected a mapping of keys, got {type(config).__name__}")
     name = config.get("_class_name", cls.__name__)

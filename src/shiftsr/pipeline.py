@@ -84,7 +84,6 @@ class Upscaled:
     std: Tensor | None = None
 
 
-
 def sample_draws(seed: int, k: int, batch: int, noise: Sequence[Tensor] | None, *, antithetic: bool) -> Generators:
     """The noise of sample k (one generator per image, seeded seed + j * SAMPLE_SEED_STRIDE): j = k for independent
     samples; antithetic pairs take j = k // 2 and negate every draw of the odd sample, so a pair's mean cancels
@@ -94,6 +93,7 @@ def sample_draws(seed: int, k: int, batch: int, noise: Sequence[Tensor] | None, 
     generators = [torch.Generator().manual_seed(seed + source * SAMPLE_SEED_STRIDE) for _ in range(batch)]
     return generators if noise is None and not mirrored else Draws(noise or [], then=generators,
                                                                      mirrored=bool(mirrored))
+
 
 class ShiftSRPipeline:
     """Upscale with a shiftsr model: LR to the source image, encode, sample x0 with the method, decode, resize."""

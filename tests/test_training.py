@@ -322,3 +322,37 @@ def test_identity_init_validates_on_degraded_crops_and_keeps_the_best_model(tmp_
         tiny_config(tmp_path, 1, data={"val_images": 0}, run={"keep_best": "val_psnr_y"}).check()
     with pytest.raises(ConfigError, match="data.val_degradation"):
         tiny_config(tmp_path, 1, data={"val_degradation": "blurry"}).check()
+
+
+def test_pool_regions_are_preprocessed_whole_then_cut():
+    """With patch set, every kept xh crop is the crop of the whole region's preprocessed image, hr the same place."""
+    from shiftsr.data.pool import build_pool, to_uint8
+
+    g = torch.Generator().manual_seed(0)
+    regions = [torch.rand(2, 3, 64, 64, generator=g) for _ in range(2)]
+    preprocess = lambda lr: lr.flip(-1).cumsum(-1) / lr.shape[-1]  # every output pixel reads the whole row
+    pool = build_pool(((hr, hr) for hr in regions), preprocess, count=12, patch=32, crops_per_region=3, scale=4)
+    assert pool["hr"].shape == (12, 3, 32, 32)
+    hr_whole, xh_whole = (to_uint8(image) for image in (torch.cat(regions), preprocess(torch.cat(regions))))
+    for hr, xh in zip(pool["hr"], pool["xh"]):
+        i, top, left = next((i, top, left) for i in range(4) for top in range(0, 33, 4) for left in range(0, 33, 4)
+                            if torch.equal(hr_whole[i, :, top:top + 32, left:left + 32], hr))
+        assert torch.equal(xh_whole[i, :, top:top + 32, left:left + 32], xh)
+    assert not torch.equal(to_uint8(preprocess(pool["hr"].float() / 255)), pool["xh"])
+
+
+def test_validation_on_whole_images_under_two_degradations(tmp_path):
+    """val_patch 0 scores each held-out image whole (cropped to the scale), once per named degradation."""
+    from shiftsr.training.validation import HeldOutSet
+
+    cfg = tiny_config(tmp_path, iterations=2, data={"val_patch": 0, "val_degradation": "bicubic, resshift-test"},
+                      run={"keep_best": "val_stlpips"})
+    images = [torch.randint(0, 256, (3, 50, 45), dtype=torch.uint8), torch.randint(0, 256, (3, 40, 60),
+                                                                                  dtype=torch.uint8)]
+    held = HeldOutSet(images, patch=0, scale=4, degradation=cfg.data.val_degradations)
+    assert [tuple(hr.shape) for hr, _ in held.batches] == [(1, 3, 48, 44), (1, 3, 40, 60)] * 2
+    assert [tuple(lr.shape) for _, lr in held.batches] == [(1, 3, 12, 11), (1, 3, 10, 15)] * 2
+    assert not torch.equal(held.batches[0][1], held.batches[2][1])  # bicubic, then the ResShift test degradation
+    train(cfg)
+    validations = records(tmp_path / "run", "val")
+    assert validations and all(0 < r["val_stlpips"] < 1 for r in validations)

@@ -18,16 +18,39 @@ def to_uint8(images: Tensor) -> Tensor:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+def cut_crops(hr: Tensor, xh: Tensor, *, patch: int, count: int, step: int,
+              generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """count random patch x patch crops of each region, the same place in hr and xh, at multiples of step (the
+    scale, so a crop starts on an LR pixel)."""
+    hrs, xhs = [], []
+    for region_hr, region_xh in zip(hr, xh):
+        for _ in range(count):
+            top, left = (int(torch.randint((side - patch) // step + 1, (1,), generator=generator)) * step
+                         for side in region_hr.shape[-2:])
+            hrs.append(region_hr[:, top:top + patch, left:left + patch])
+            xhs.append(region_xh[:, top:top + patch, left:left + patch])
+    return torch.stack(hrs), torch.stack(xhs)
+
+
 @torch.no_grad()
 def build_pool(stream: Iterator[tuple[Tensor, Tensor]], preprocess: Callable[[Tensor], Tensor], *,
-               count: int) -> dict[str, Tensor]:
-    """Draw count (hr, lr) pairs from the stream and keep (hr, preprocess(lr)) as uint8 tensors."""
+               count: int, patch: int | None = None, crops_per_region: int = 1, scale: int = 1,
+               seed: int = 0) -> dict[str, Tensor]:
+    """Draw count (hr, lr) pairs from the stream and keep (hr, preprocess(lr)) as uint8 tensors.
+
+    patch: the stream yields regions larger than the training patch; each region's LR is preprocessed whole and
+    crops_per_region patches are cut from it, so a patch's preprocessed image has the context it has in a whole
+    photo (a preprocessor run on the patch alone sees borders a photo does not have there)."""
+    generator = torch.Generator().manual_seed(seed)
     hrs, xhs, total = [], [], 0
     with tqdm(total=count, desc="pool") as bar:
         while total < count:
             hr, lr = next(stream)
+            xh = preprocess(lr)
+            if patch is not None:
+                hr, xh = cut_crops(hr, xh, patch=patch, count=crops_per_region, step=scale, generator=generator)
             hrs.append(to_uint8(hr))
-            xhs.append(to_uint8(preprocess(lr)))
+            xhs.append(to_uint8(xh))
             total += len(hr)
             bar.update(len(hr))
     return {"hr": torch.cat(hrs)[:count], "xh": torch.cat(xhs)[:count]}
@@ -104,6 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preprocessor", default="realesrgan_x4plus")
     parser.add_argument("--count", type=int, default=1024)
     parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--region", type=int, default=0,
+                        help="degrade and preprocess regions of this side, then cut the patches from them (0: the "
+                             "patches alone)")
+    parser.add_argument("--crops-per-region", type=int, default=4)
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-images", type=int, default=0, help="held-out images to leave out (data.val_images)")
@@ -111,11 +138,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.output.exists():
         raise SystemExit(f"{args.output}: exists; remove it first")
+    if args.region and args.region < args.patch:
+        raise SystemExit(f"--region {args.region} is smaller than --patch {args.patch}")
+    side = args.region or args.patch
     images = split_held_out(load_training_images(args.data, min_side=args.patch), args.val_images)[0]
+    images = [image for image in images if min(image.shape[-2:]) >= side]
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    stream = iter(RealPairs(images, patch=args.patch, scale=args.scale, batch=8, seed=args.seed,
+    regions = args.region > 0
+    stream = iter(RealPairs(images, patch=side, scale=args.scale, batch=2 if regions else 8, seed=args.seed,
                             config=load_preset(args.preset)))
-    save_pool(args.output, build_pool(stream, build_preprocessor(args.preprocessor, "cpu"), count=args.count))
+    pool = build_pool(stream, build_preprocessor(args.preprocessor, "cpu"), count=args.count,
+                      patch=args.patch if regions else None, crops_per_region=args.crops_per_region,
+                      scale=args.scale, seed=args.seed)
+    save_pool(args.output, pool)
     print(args.output)
 
 

@@ -34,8 +34,10 @@ class DataConfig:
 
     pool: a file of degraded and preprocessed pairs (python -m shiftsr.data.pool) to train on instead of fresh
     bicubic pairs, for preprocessors too slow to run at every step; a glob (runs/pool_*.safetensors) joins the
-    parts of a pool made in several runs. val_degradation: how the held-out crops' LR is made, once, at seed 0:
-    "bicubic" (the benchmark LR) or a degradation preset (realesrgan, resshift-test or a YAML file).
+    parts of a pool made in several runs. val_patch: the side of the held-out center crops; 0 validates on the
+    whole held-out images (each cropped to a multiple of the scale), as a photo is upscaled. val_degradation: how
+    the held-out LR is made, once, at seed 0: "bicubic" (the benchmark LR) or a degradation preset (realesrgan,
+    resshift-test or a YAML file); several, comma-separated, validate on every image under each.
     """
 
     folders: list[str] = field(default_factory=lambda: ["../shared/data/train"])
@@ -46,6 +48,11 @@ class DataConfig:
     val_patch: int = 128
     pool: str = ""
     val_degradation: str = "bicubic"
+
+    @property
+    def val_degradations(self) -> list[str]:
+        """The names in val_degradation, in order."""
+        return [name.strip() for name in self.val_degradation.split(",")]
 
 
 @dataclass
@@ -137,7 +144,7 @@ CHOICES = {("model", "kind"): MODEL_KINDS, ("model", "prediction"): PREDICTIONS,
            ("model", "preprocessor"): PREPROCESSORS, ("optim", "stlpips_net"): STLPIPS_NETS,
            ("run", "keep_best"): KEEP_BEST}
 MINIMUMS = {("data", "scale"): 1, ("data", "patch"): 1, ("data", "batch"): 1, ("data", "val_images"): 0,
-            ("data", "val_patch"): 1, ("model", "channels"): 1, ("model", "num_blocks"): 1,
+            ("data", "val_patch"): 0, ("model", "channels"): 1, ("model", "num_blocks"): 1,
             ("model", "default_samples"): 1, ("model", "latent_channels"): 1, ("process", "resshift_steps"): 1,
             ("optim", "grad_accum"): 1, ("optim", "iterations"): 0, ("optim", "warmup"): 0, ("optim", "lr_min"): 0,
             ("optim", "weight_decay"): 0, ("optim", "stlpips_weight"): 0, ("optim", "kl_weight"): 0,
@@ -263,8 +270,9 @@ class TrainConfig:
              "starts a residual-predicting dossr model at its source image; set model.prediction residual"),
             (not self.run.keep_best or d.val_images > 0, "run.keep_best", "validates on held-out images: set "
                                                                           "data.val_images"),
-            (d.val_degradation == "bicubic" or known_degradation(d.val_degradation), "data.val_degradation",
-             f"{d.val_degradation!r} is neither bicubic nor a degradation preset or YAML file"),
+            (all(name == "bicubic" or known_degradation(name) for name in d.val_degradations),
+             "data.val_degradation", f"{d.val_degradation!r}: each name is bicubic, a degradation preset or a YAML "
+                                     "file"),
             (m.kind != "autoencoder" or (d.scale & (d.scale - 1) == 0 and d.scale > 1), "data.scale",
              f"an autoencoder down-samples by a power of two above 1, got {d.scale}"),
         )

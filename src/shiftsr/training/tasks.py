@@ -66,7 +66,7 @@ class DiffusionTask:
         save_bundle(folder, net, self.settings, self.codec)
 
     def validate(self, net: torch.nn.Module, held_out: HeldOutSet, device: torch.device) -> dict:
-        """PSNR-Y of the shipped sampler on the held-out crops; ST-LPIPS (alex) too when the run keeps its best by it."""
+        """PSNR-Y of the shipped sampler on the held-out images; ST-LPIPS (alex) too when the best is kept by it."""
         if self.cfg.run.keep_best == "val_stlpips" and self.perceptual is None:
             self.perceptual = STLPIPS("alex").to(device)
         return held_out.scores(net, self.settings, device, codec=self.codec, perceptual=self.perceptual)
@@ -94,9 +94,10 @@ class AutoencoderTask:
         net.save_pretrained(folder, safe_serialization=True)
 
     def validate(self, net: torch.nn.Module, held_out: HeldOutSet, device: torch.device) -> dict:
-        """Reconstruction PSNR-Y (border data.scale) of the held-out crops."""
-        return {"val_psnr_y": reconstruction_psnr_y(net, held_out.hr, next(net.parameters()).device,
-                                                    border=self.cfg.data.scale)}
+        """Mean reconstruction PSNR-Y (border data.scale) of the held-out images."""
+        device, batches = next(net.parameters()).device, held_out.hr
+        total = sum(reconstruction_psnr_y(net, hr, device, border=self.cfg.data.scale) * len(hr) for hr in batches)
+        return {"val_psnr_y": total / sum(len(hr) for hr in batches)}
 
 
 def build_task(cfg: TrainConfig, device: torch.device, train_images: list[Tensor]):

@@ -1,4 +1,4 @@
-"""Validation while training: PSNR-Y (and ST-LPIPS) of the EMA model's shipped sampler on fixed held-out crops."""
+"""Validation while training: PSNR-Y (and ST-LPIPS) of the EMA model's shipped sampler on fixed held-out images."""
 from __future__ import annotations
 
 import copy
@@ -28,33 +28,52 @@ def center_crop(image: Tensor, size: int) -> Tensor:
     return image[..., top:top + size, left:left + size]
 
 
-class HeldOutSet:
-    """HR center crops of the held-out images and their LR: 8-bit bicubic, or a degradation preset drawn once
-    (crop i with seeded_generator(0, i), as `shiftsr degrade --seed 0` draws image i)."""
+def crop_to_multiple(image: Tensor, multiple: int) -> Tensor:
+    """The top-left part of a CxHxW image whose sides are multiples of `multiple`."""
+    return image[..., :image.shape[-2] // multiple * multiple, :image.shape[-1] // multiple * multiple]
 
-    def __init__(self, images: list[Tensor], *, patch: int, scale: int, degradation: str = "bicubic"):
-        self.hr = torch.stack([center_crop(image, patch) for image in images]).float() / 255
-        if degradation == "bicubic":
-            self.lr = degrade_bicubic(self.hr, scale)[0]
-        else:
-            config = load_preset(degradation)
-            self.lr = torch.cat([degrade(hr[None], config, scale, seeded_generator(0, index))
-                                 for index, hr in enumerate(self.hr)])
+
+class HeldOutSet:
+    """The held-out images as HR center crops of side patch (0: whole, cropped to a multiple of the scale) and their
+    LR: 8-bit bicubic, or each degradation preset drawn once (image i with seeded_generator(0, i), as `shiftsr
+    degrade --seed 0` draws image i). Crops form one batch; whole images one batch each (their sizes differ)."""
+
+    def __init__(self, images: list[Tensor], *, patch: int, scale: int, degradation: str | list[str] = "bicubic"):
+        hrs = [(center_crop(image, patch) if patch else crop_to_multiple(image, scale)).float() / 255
+               for image in images]
+        self.batches: list[tuple[Tensor, Tensor]] = []
+        for name in [degradation] if isinstance(degradation, str) else degradation:
+            lrs = [low_resolution(hr, name, scale, index) for index, hr in enumerate(hrs)]
+            pairs = [(torch.stack(hrs), torch.cat(lrs))] if patch else [(hr[None], lr) for hr, lr in zip(hrs, lrs)]
+            self.batches.extend(pairs)
         self.border = scale
 
-    def upscale(self, net: torch.nn.Module, settings: BundleSettings, device: torch.device, codec=None) -> Tensor:
-        """One sample (seed 0) per crop through ShiftSRPipeline's default sampler, on the CPU."""
-        # a copy: the pipeline converts the net
-        pipe = ShiftSRPipeline(copy.deepcopy(net), settings, device=device, codec=codec)
-        return pipe(self.lr, samples=1, seed=0)
+    @property
+    def hr(self) -> list[Tensor]:
+        """The HR batches."""
+        return [hr for hr, _ in self.batches]
 
     def scores(self, net: torch.nn.Module, settings: BundleSettings, device: torch.device, codec=None,
                perceptual: torch.nn.Module | None = None) -> dict:
-        """Mean PSNR-Y (border = scale) of one sample (seed 0) per crop through ShiftSRPipeline's default sampler,
-        and with a perceptual network (ST-LPIPS) its mean distance."""
-        sr = self.upscale(net, settings, device, codec)
-        values = {"val_psnr_y": float(psnr_y(sr, self.hr, border=self.border).mean())}
+        """Mean PSNR-Y (border = scale) over the held-out images of one sample (seed 0) each through
+        ShiftSRPipeline's default sampler, on the CPU, and with a perceptual network (ST-LPIPS) its mean distance."""
+        pipe = ShiftSRPipeline(copy.deepcopy(net), settings, device=device, codec=codec)  # a copy: it converts the net
+        psnrs, distances = [], []
+        for hr, lr in self.batches:
+            sr = pipe(lr, samples=1, seed=0)
+            psnrs.append(psnr_y(sr, hr, border=self.border))
+            if perceptual is not None:
+                with torch.no_grad():
+                    distances.append(perceptual(sr.to(device), hr.to(device)).flatten().cpu())
+        values = {"val_psnr_y": float(torch.cat(psnrs).mean())}
         if perceptual is not None:
-            with torch.no_grad():
-                values["val_stlpips"] = float(perceptual(sr.to(device), self.hr.to(device)).mean())
+            values["val_stlpips"] = float(torch.cat(distances).mean())
         return values
+
+
+def low_resolution(hr: Tensor, degradation: str, scale: int, index: int) -> Tensor:
+    """The 1x3xh/scale xw/scale LR of one held-out CxHxW image: 8-bit bicubic, or a degradation preset drawn with
+    seeded_generator(0, index)."""
+    if degradation == "bicubic":
+        return degrade_bicubic(hr[None], scale)[0]
+    return degrade(hr[None], load_preset(degradation), scale, seeded_generator(0, index))

@@ -19,7 +19,7 @@ job runs the CLI's own read-upscale-write in the request's folder. With samples 
 the pipeline averages, from the same run (shiftsr.uncertainty). Running the K samples one by one with
 samples=1 and the draws of pipeline.sample_draws would give the same samples, but their mean differs from the
 pipeline's where a sample is clamped to [0, 1] (0.07% of the 8-bit pixels of a Set5 crop with the default
-model, 0.8% with realworld-x4), so the server does not average on its own. serve.watch only reads the
+model, more with realworld-x4), so the server does not average on its own. serve.watch only reads the
 times of the denoiser calls, for the progress.
 """
 from __future__ import annotations

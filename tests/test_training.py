@@ -349,7 +349,7 @@ def test_validation_on_whole_images_under_two_degradations(tmp_path):
                       run={"keep_best": "val_stlpips"})
     images = [torch.randint(0, 256, (3, 50, 45), dtype=torch.uint8), torch.randint(0, 256, (3, 40, 60),
                                                                                   dtype=torch.uint8)]
-    held = HeldOutSet(images, patch=0, scale=4, degradation=cfg.data.val_degradations)
+    held = HeldOutSet(images, patch=0, scale=4, degradations=cfg.data.val_degradations)
     assert [tuple(hr.shape) for hr, _ in held.batches] == [(1, 3, 48, 44), (1, 3, 40, 60)] * 2
     assert [tuple(lr.shape) for _, lr in held.batches] == [(1, 3, 12, 11), (1, 3, 10, 15)] * 2
     assert not torch.equal(held.batches[0][1], held.batches[2][1])  # bicubic, then the ResShift test degradation

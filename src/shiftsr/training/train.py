@@ -121,7 +121,7 @@ class Trainer:
                        "process(es); reseeded them, so this resume is not bit-identical to an uninterrupted run",
                        file=sys.stderr)
         self.held_out = HeldOutSet(val_images, patch=cfg.data.val_patch, scale=cfg.data.scale,
-                                   degradation=cfg.data.val_degradations) if val_images else None
+                                   degradations=cfg.data.val_degradations) if val_images else None
 
     def optimizer_step(self) -> torch.Tensor:
         """One AdamW step on grad_accum micro-batches per process (gradients averaged over all); their summed loss."""

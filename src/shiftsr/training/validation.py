@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..bundle import BundleSettings
-from ..data.degradations import degrade, load_preset, seeded_generator
+from ..data.degradations import DegradationConfig, degrade, load_preset, seeded_generator
 from ..data.pairs import degrade_bicubic
 from ..metrics import psnr_y
+from ..ops import modcrop
 from ..pipeline import ShiftSRPipeline
 
 
@@ -28,22 +30,17 @@ def center_crop(image: Tensor, size: int) -> Tensor:
     return image[..., top:top + size, left:left + size]
 
 
-def crop_to_multiple(image: Tensor, multiple: int) -> Tensor:
-    """The top-left part of a CxHxW image whose sides are multiples of `multiple`."""
-    return image[..., :image.shape[-2] // multiple * multiple, :image.shape[-1] // multiple * multiple]
-
-
 class HeldOutSet:
     """The held-out images as HR center crops of side patch (0: whole, cropped to a multiple of the scale) and their
     LR: 8-bit bicubic, or each degradation preset drawn once (image i with seeded_generator(0, i), as `shiftsr
     degrade --seed 0` draws image i). Crops form one batch; whole images one batch each (their sizes differ)."""
 
-    def __init__(self, images: list[Tensor], *, patch: int, scale: int, degradation: str | list[str] = "bicubic"):
-        hrs = [(center_crop(image, patch) if patch else crop_to_multiple(image, scale)).float() / 255
-               for image in images]
+    def __init__(self, images: list[Tensor], *, patch: int, scale: int, degradations: Sequence[str] = ("bicubic",)):
+        hrs = [(center_crop(image, patch) if patch else modcrop(image, scale)).float() / 255 for image in images]
         self.batches: list[tuple[Tensor, Tensor]] = []
-        for name in [degradation] if isinstance(degradation, str) else degradation:
-            lrs = [low_resolution(hr, name, scale, index) for index, hr in enumerate(hrs)]
+        for name in degradations:
+            config = None if name == "bicubic" else load_preset(name)
+            lrs = [low_resolution(hr, config, scale, index) for index, hr in enumerate(hrs)]
             pairs = [(torch.stack(hrs), torch.cat(lrs))] if patch else [(hr[None], lr) for hr, lr in zip(hrs, lrs)]
             self.batches.extend(pairs)
         self.border = scale
@@ -71,9 +68,9 @@ class HeldOutSet:
         return values
 
 
-def low_resolution(hr: Tensor, degradation: str, scale: int, index: int) -> Tensor:
-    """The 1x3xh/scale xw/scale LR of one held-out CxHxW image: 8-bit bicubic, or a degradation preset drawn with
-    seeded_generator(0, index)."""
-    if degradation == "bicubic":
+def low_resolution(hr: Tensor, config: DegradationConfig | None, scale: int, index: int) -> Tensor:
+    """The 1x3xh/scale xw/scale LR of one held-out CxHxW image: 8-bit bicubic (config None), or the degradation
+    drawn with seeded_generator(0, index)."""
+    if config is None:
         return degrade_bicubic(hr[None], scale)[0]
-    return degrade(hr[None], load_preset(degradation), scale, seeded_generator(0, index))
+    return degrade(hr[None], config, scale, seeded_generator(0, index))
